@@ -1,0 +1,3 @@
+from fastasr.cli import main
+
+raise SystemExit(main())

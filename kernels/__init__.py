@@ -1,0 +1,1 @@
+"""Custom Numba CPU and CUDA kernels, installed as ``fastasr.kernels``."""
