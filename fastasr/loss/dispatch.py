@@ -1,0 +1,171 @@
+"""Dispatch: validate once, allocate workspace, run the CPU (Numba) or CUDA (Numba CUDA + torch) kernels.
+
+Everything here works on plain tensors without autograd. Arithmetic dtype: float64 stays float64 (gradcheck);
+everything else (float32, float16, bfloat16) is computed in float32.
+"""
+from __future__ import annotations
+
+import torch
+
+_FLOAT_INPUTS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INT_INPUTS = (torch.int32, torch.int64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_float(name: str, x: torch.Tensor, dim: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dims, got shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_INPUTS:
+        raise TypeError(f"{name} must be float16/bfloat16/float32/float64, got {x.dtype}")
+
+
+def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: int, U1: int, V: int, blank: int,
+                         device: torch.device):
+    """Validate targets and lengths against a (B, T, U+1, V) lattice.
+
+    Returns (targets (B, U+1) int64 with padding and the last column set to 0, logit_lengths (B,) int64,
+    target_lengths (B,) int64, blank in [0, V)). Raises ValueError on anything that has no defined loss."""
+    for name, x, dim in (("targets", targets, 2), ("logit_lengths", logit_lengths, 1),
+                         ("target_lengths", target_lengths, 1)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _INT_INPUTS:
+            raise TypeError(f"{name} must be int32 or int64, got {x.dtype}")
+        if x.dim() != dim:
+            raise ValueError(f"{name} must have {dim} dims, got shape {tuple(x.shape)}")
+        if x.device != device:
+            raise ValueError(f"{name} is on {x.device}, the logits on {device}")
+    if targets.shape != (B, U1 - 1):
+        raise ValueError(f"targets must be (B, U) = ({B}, {U1 - 1}) to match the logits, got {tuple(targets.shape)}")
+    if logit_lengths.shape[0] != B or target_lengths.shape[0] != B:
+        raise ValueError(f"lengths must be ({B},), got {tuple(logit_lengths.shape)} and {tuple(target_lengths.shape)}")
+    if not -V <= blank < V:
+        raise ValueError(f"blank={blank} out of range for V={V}")
+    blank = blank % V
+    if B == 0:
+        raise ValueError("empty batch (B=0)")
+
+    logit_lengths = logit_lengths.long().contiguous()
+    target_lengths = target_lengths.long().contiguous()
+    lengths_cpu = torch.stack([logit_lengths, target_lengths]).cpu()  # one sync on CUDA
+    t_min, t_max = int(lengths_cpu[0].min()), int(lengths_cpu[0].max())
+    u_min, u_max = int(lengths_cpu[1].min()), int(lengths_cpu[1].max())
+    if t_min < 1 or t_max > T:
+        raise ValueError(f"logit_lengths must lie in [1, T={T}], got min {t_min} max {t_max}")
+    if u_min < 0 or u_max > U1 - 1:
+        raise ValueError(f"target_lengths must lie in [0, U={U1 - 1}], got min {u_min} max {u_max}")
+
+    valid = torch.arange(U1 - 1, device=device)[None, :] < target_lengths[:, None]  # (B, U)
+    targets = targets.long()
+    if bool(valid.any()):
+        bad = valid & ((targets < 0) | (targets >= V))
+        if bool(bad.any()):
+            b, u = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"targets[{b}, {u}] = {int(targets[b, u])} out of range [0, {V})")
+    safe = torch.zeros(B, U1, dtype=torch.long, device=device)  # (B, U+1)
+    safe[:, :-1] = torch.where(valid, targets, 0)
+    return safe, logit_lengths, target_lengths, blank
+
+
+# ---------------------------------------------------------------- lattice (both paths)
+
+def lattice(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch.Tensor,
+            target_lengths: torch.Tensor):
+    """blank_lp, label_lp (B, T, U+1) float32/64 contiguous -> costs (B,), g_blank, g_label (B, T, U+1)."""
+    B, T, U1 = blank_lp.shape
+    alpha = torch.empty_like(blank_lp)  # (B, T, U+1)
+    beta = torch.empty_like(blank_lp)  # (B, T, U+1)
+    costs = torch.empty(B, dtype=blank_lp.dtype, device=blank_lp.device)  # (B,)
+    g_blank = torch.empty_like(blank_lp)  # (B, T, U+1)
+    g_label = torch.empty_like(blank_lp)  # (B, T, U+1)
+    if blank_lp.is_cuda:
+        from fastasr.kernels import rnnt_cuda
+
+        rnnt_cuda.launch_lattice(blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, costs,
+                                 g_blank, g_label, stream=torch.cuda.current_stream().cuda_stream)
+    else:
+        from fastasr.kernels import rnnt_cpu
+
+        rnnt_cpu.lattice(blank_lp.numpy(), label_lp.numpy(), logit_lengths.numpy(), target_lengths.numpy(),
+                         alpha.numpy(), beta.numpy(), costs.numpy(), g_blank.numpy(), g_label.numpy())
+    return costs, g_blank, g_label
+
+
+# ---------------------------------------------------------------- materialised logits
+
+def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int, fused_log_softmax: bool):
+    """logits (B, T, U+1, V) in the compute dtype, contiguous -> log_norm, blank_lp, label_lp (B, T, U+1)."""
+    B, T, U1, V = logits.shape
+    if logits.is_cuda:
+        return _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax)
+    from fastasr.kernels import rnnt_cpu
+
+    log_norm = torch.empty(B, T, U1, dtype=logits.dtype)  # (B, T, U+1)
+    blank_lp = torch.empty_like(log_norm)  # (B, T, U+1)
+    label_lp = torch.empty_like(log_norm)  # (B, T, U+1)
+    rnnt_cpu.gather_log_probs(logits.numpy(), targets.numpy(), logit_lengths.numpy(), target_lengths.numpy(),
+                              blank, fused_log_softmax, log_norm.numpy(), blank_lp.numpy(), label_lp.numpy())
+    return log_norm, blank_lp, label_lp
+
+
+def _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax):
+    # GPU path: the V-wide reductions are what torch's kernels are good at; only the lattice needs our own kernel.
+    if fused_log_softmax:
+        log_norm = torch.logsumexp(logits, dim=-1)  # (B, T, U+1)
+    else:
+        log_norm = torch.zeros(logits.shape[:3], dtype=logits.dtype, device=logits.device)  # (B, T, U+1)
+    impossible = torch.isneginf(log_norm)
+    blank_lp = torch.where(impossible, log_norm, logits[..., blank] - log_norm)  # (B, T, U+1)
+    label = logits.gather(-1, targets[:, None, :, None].expand(-1, logits.shape[1], -1, 1))[..., 0]  # (B, T, U+1)
+    label_lp = torch.where(impossible, log_norm, label - log_norm)  # (B, T, U+1)
+    return log_norm, blank_lp.contiguous(), label_lp.contiguous()
+
+
+def logits_grad(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label, scale, blank: int,
+                fused_log_softmax: bool, clamp: float):
+    """-> grad (B, T, U+1, V) in the compute dtype: scale[b] * clamp(d cost_b / d logits), 0 on padding."""
+    if logits.is_cuda:
+        return _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label,
+                                  scale, blank, fused_log_softmax, clamp)
+    from fastasr.kernels import rnnt_cpu
+
+    grad = torch.empty_like(logits)  # (B, T, U+1, V)
+    rnnt_cpu.logits_grad(logits.numpy(), log_norm.numpy(), targets.numpy(), logit_lengths.numpy(),
+                         target_lengths.numpy(), g_blank.numpy(), g_label.numpy(), scale.numpy(), blank,
+                         fused_log_softmax, float(clamp), grad.numpy())
+    return grad
+
+
+def node_grad_torch(logits, log_norm, targets, g_blank, g_label, blank: int, fused_log_softmax: bool, clamp: float):
+    """d cost / d logits for a block of nodes, in torch (the CUDA path and the fused loss's chunks).
+
+    logits (..., V); log_norm, g_blank, g_label (...); targets (...) int64 label index (0 where g_label is 0).
+    Nodes whose g_blank and g_label are 0 (padding, impossible sequences) get exactly 0."""
+    if fused_log_softmax:
+        occ = -(g_blank + g_label)  # (...)
+        finite = ~torch.isneginf(log_norm)
+        p = torch.exp(logits - torch.where(finite, log_norm, 0.0)[..., None])  # (..., V)
+        grad = p * torch.where(finite, occ, 0.0)[..., None]  # (..., V)
+    else:
+        grad = torch.zeros_like(logits)  # (..., V)
+    grad[..., blank] += g_blank
+    grad.scatter_add_(-1, targets[..., None], g_label[..., None])
+    if clamp > 0:
+        grad.clamp_(-clamp, clamp)
+    return grad
+
+
+def _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label, scale, blank,
+                       fused_log_softmax, clamp):
+    B, T, U1, V = logits.shape
+    tgt = targets[:, None, :].expand(B, T, U1)  # (B, T, U+1)
+    grad = node_grad_torch(logits, log_norm, tgt, g_blank, g_label, blank, fused_log_softmax, clamp)
+    inside = ((torch.arange(T, device=logits.device)[None, :, None] < logit_lengths[:, None, None])
+              & (torch.arange(U1, device=logits.device)[None, None, :] <= target_lengths[:, None, None]))  # (B, T, U+1)
+    # where, not a product: logits on padding may be anything, and NaN * 0 is NaN.
+    return torch.where(inside[..., None], grad * scale[:, None, None, None], 0.0)

@@ -1,0 +1,174 @@
+"""RNN-T loss: pure Numba CPU kernels (no torch, no allocation policy; see fastasr.loss for the dispatch).
+
+The loss only ever reads two log-probabilities per lattice node (t, u): blank (stay on u, move to t+1) and the
+next label (move to u+1). So the work splits into
+  1. ``gather_log_probs``: (B, T, U+1, V) logits -> log-normaliser, blank and label log-probs  (V-wide, parallel over b·t)
+  2. ``lattice``: alpha/beta over (T, U+1) per sequence -> cost and d cost / d(blank, label log-prob)  (parallel over b)
+  3. ``logits_grad``: the V-wide gradient from softmax x node occupancy + the two posteriors  (parallel over b·t)
+The fused loss (fastasr.loss.fused) does 1 and 3 in torch chunk by chunk and only uses ``lattice`` from here.
+
+Every kernel is dtype-generic (float32 or float64 arrays); impossible sequences (log P = -inf) get cost +inf and an
+all-zero gradient, never NaN.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+NEG_INF = -np.inf
+
+
+@njit(cache=True, inline="always")
+def _logaddexp(a, b):
+    # -inf-safe: log(exp(a) + exp(b)) without (-inf) - (-inf) = NaN.
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+@njit(parallel=True, cache=True)
+def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
+                     log_norm, blank_lp, label_lp):
+    """logits (B, T, U+1, V); targets (B, U) int64; lengths (B,) int64.
+    Writes log_norm (B, T, U+1), blank_lp (B, T, U+1), label_lp (B, T, U+1) (last column unused).
+    Nodes outside (t < T_b, u <= U_b) are set to 0 and never read by ``lattice``."""
+    B, T, U1, V = logits.shape
+    for bt in prange(B * T):
+        b = bt // T
+        t = bt - b * T
+        for u in range(U1):
+            if t >= logit_lengths[b] or u > target_lengths[b]:
+                log_norm[b, t, u] = 0.0
+                blank_lp[b, t, u] = 0.0
+                label_lp[b, t, u] = 0.0
+                continue
+            row = logits[b, t, u]  # (V,)
+            lz = 0.0
+            if fused_log_softmax:
+                m = row[0]
+                for v in range(1, V):
+                    if row[v] > m:
+                        m = row[v]
+                if m == NEG_INF:
+                    lz = NEG_INF
+                else:
+                    s = 0.0
+                    for v in range(V):
+                        s += math.exp(row[v] - m)
+                    lz = m + math.log(s)
+            log_norm[b, t, u] = lz
+            if lz == NEG_INF:  # every symbol impossible at this node
+                blank_lp[b, t, u] = NEG_INF
+                label_lp[b, t, u] = NEG_INF
+                continue
+            blank_lp[b, t, u] = row[blank] - lz
+            if u < target_lengths[b]:
+                label_lp[b, t, u] = row[targets[b, u]] - lz
+            else:
+                label_lp[b, t, u] = NEG_INF
+
+
+@njit(parallel=True, cache=True)
+def lattice(blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, costs, g_blank, g_label):
+    """Forward-backward over each sequence's (T_b, U_b+1) lattice.
+
+    blank_lp, label_lp (B, T, U+1): log-probs of blank / of the next label at each node (label_lp[..., U_b] unused).
+    alpha, beta (B, T, U+1): workspace. costs (B,): -log P(y|x).
+    g_blank, g_label (B, T, U+1): d cost / d blank_lp and d cost / d label_lp (<= 0; exactly 0 outside the lattice
+    and for impossible sequences, whose cost is +inf).
+    """
+    B, T, U1 = blank_lp.shape
+    for b in prange(B):
+        Tb = logit_lengths[b]
+        Ub = target_lengths[b]
+        for t in range(T):
+            for u in range(U1):
+                g_blank[b, t, u] = 0.0
+                g_label[b, t, u] = 0.0
+        # alpha[t, u]: log-prob of reaching node (t, u) having emitted u labels.
+        alpha[b, 0, 0] = 0.0
+        for t in range(Tb):
+            for u in range(Ub + 1):
+                if t == 0 and u == 0:
+                    continue
+                a = NEG_INF
+                if t > 0:
+                    a = alpha[b, t - 1, u] + blank_lp[b, t - 1, u]
+                if u > 0:
+                    a = _logaddexp(a, alpha[b, t, u - 1] + label_lp[b, t, u - 1])
+                alpha[b, t, u] = a
+        # beta[t, u]: log-prob of finishing from node (t, u); the final blank leaves (T_b-1, U_b).
+        for t in range(Tb - 1, -1, -1):
+            for u in range(Ub, -1, -1):
+                if t == Tb - 1 and u == Ub:
+                    beta[b, t, u] = blank_lp[b, t, u]
+                    continue
+                bb = NEG_INF
+                if t < Tb - 1:
+                    bb = beta[b, t + 1, u] + blank_lp[b, t, u]
+                if u < Ub:
+                    bb = _logaddexp(bb, beta[b, t, u + 1] + label_lp[b, t, u])
+                beta[b, t, u] = bb
+        log_p = beta[b, 0, 0]
+        if log_p == NEG_INF:
+            costs[b] = np.inf
+            continue
+        costs[b] = -log_p
+        for t in range(Tb):
+            for u in range(Ub + 1):
+                a = alpha[b, t, u]
+                if a == NEG_INF:
+                    continue
+                if t < Tb - 1:
+                    g_blank[b, t, u] = -math.exp(a + blank_lp[b, t, u] + beta[b, t + 1, u] - log_p)
+                elif u == Ub:
+                    g_blank[b, t, u] = -math.exp(a + blank_lp[b, t, u] - log_p)
+                if u < Ub:
+                    g_label[b, t, u] = -math.exp(a + label_lp[b, t, u] + beta[b, t, u + 1] - log_p)
+
+
+@njit(parallel=True, cache=True)
+def logits_grad(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label, scale, blank,
+                fused_log_softmax, clamp, grad):
+    """grad (B, T, U+1, V) = scale[b] * clamp(d cost_b / d logits).
+
+    With the fused log-softmax, d cost / d x_v = softmax_v * occupancy + g_v, where occupancy = -(g_blank + g_label)
+    is the posterior of passing through the node and g_v is non-zero only at blank and at the next label.
+    Without it the logits are log-probs and only g_v remains. Zero outside (t < T_b, u <= U_b)."""
+    B, T, U1, V = logits.shape
+    for bt in prange(B * T):
+        b = bt // T
+        t = bt - b * T
+        s = scale[b]
+        for u in range(U1):
+            out = grad[b, t, u]  # (V,)
+            if t >= logit_lengths[b] or u > target_lengths[b]:
+                for v in range(V):
+                    out[v] = 0.0
+                continue
+            gb = g_blank[b, t, u]
+            gl = g_label[b, t, u]
+            lz = log_norm[b, t, u]
+            if fused_log_softmax and lz != NEG_INF:
+                occ = -(gb + gl)
+                row = logits[b, t, u]
+                for v in range(V):
+                    out[v] = math.exp(row[v] - lz) * occ
+            else:
+                for v in range(V):
+                    out[v] = 0.0
+            out[blank] += gb
+            if u < target_lengths[b]:
+                out[targets[b, u]] += gl
+            for v in range(V):
+                g = out[v]
+                if clamp > 0.0:
+                    if g > clamp:
+                        g = clamp
+                    elif g < -clamp:
+                        g = -clamp
+                out[v] = g * s

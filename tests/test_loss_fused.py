@@ -1,0 +1,107 @@
+"""fused_rnnt_loss == rnnt_loss(F.linear(act(enc + pred)), ...) in value and in all four gradients."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastasr.loss import fused_rnnt_loss, rnnt_loss
+
+
+def make_case(seed, B=3, T=6, U=4, H=8, V=7, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    enc = torch.randn(B, T, H, generator=g, dtype=dtype)
+    pred = torch.randn(B, U + 1, H, generator=g, dtype=dtype)
+    weight = torch.randn(V, H, generator=g, dtype=dtype) / H ** 0.5
+    bias = torch.randn(V, generator=g, dtype=dtype)
+    targets = torch.randint(1, V, (B, U), generator=g)
+    logit_lengths = torch.randint(1, T + 1, (B,), generator=g)
+    logit_lengths[0] = T
+    target_lengths = torch.randint(0, U + 1, (B,), generator=g)
+    target_lengths[-1] = U
+    return [enc, pred, weight, bias], (targets, logit_lengths, target_lengths)
+
+
+def unfused(enc, pred, weight, bias, targets, logit_lengths, target_lengths, *, activation="tanh", **kw):
+    act = torch.tanh if activation == "tanh" else torch.relu
+    logits = F.linear(act(enc[:, :, None] + pred[:, None]), weight, bias)  # (B, T, U+1, V)
+    return rnnt_loss(logits, targets, logit_lengths, target_lengths, **kw)
+
+
+def value_and_grads(fn, params, lattice, **kw):
+    params = [p.detach().clone().requires_grad_(True) for p in params]
+    loss = fn(*params, *lattice, **kw)
+    loss.sum().backward()
+    return loss.detach(), [p.grad for p in params]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, None])  # 1 and 4: smaller than one sequence's T rows
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_fused_equals_unfused(activation, chunk_size, reduction):
+    params, lattice = make_case(1)
+    want, want_grads = value_and_grads(unfused, params, lattice, blank=0, reduction=reduction,
+                                       activation=activation)
+    got, grads = value_and_grads(fused_rnnt_loss, params, lattice, blank=0, reduction=reduction,
+                                 activation=activation, chunk_size=chunk_size)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    for name, g, w in zip(("enc", "pred", "weight", "bias"), grads, want_grads):
+        torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-10, msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_random_shapes_blank_and_clamp(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, T, U, V = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in ((1, 4), (1, 7), (0, 5), (2, 9)))
+    params, lattice = make_case(50 + seed, B=B, T=T, U=U, H=5, V=V)
+    blank = int(torch.randint(-V, V, (1,), generator=g))
+    kw = dict(blank=blank, reduction="sum", clamp=0.1 if seed % 2 else -1)
+    want, want_grads = value_and_grads(unfused, params, lattice, **kw)
+    got, grads = value_and_grads(fused_rnnt_loss, params, lattice, chunk_size=3, **kw)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    for g_, w in zip(grads, want_grads):
+        torch.testing.assert_close(g_, w, atol=1e-10, rtol=1e-10)
+
+
+def test_fused_float32_padding_and_no_bias():
+    params, lattice = make_case(9, B=4, T=9, U=5, H=16, V=11, dtype=torch.float32)
+    targets, logit_lengths, target_lengths = lattice
+    logit_lengths[:] = torch.tensor([9, 4, 1, 6])
+    target_lengths[:] = torch.tensor([5, 2, 0, 5])
+    params[3] = None
+    enc, pred, weight = (p.detach().clone().requires_grad_(True) for p in params[:3])
+    loss = fused_rnnt_loss(enc, pred, weight, None, *lattice, chunk_size=5)
+    loss.backward()
+    want, want_grads = value_and_grads(lambda e, p, w, *a, **k: unfused(e, p, w, None, *a, **k),
+                                       params[:3], lattice, blank=0)
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
+    for g, w in zip((enc.grad, pred.grad, weight.grad), want_grads):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+    assert (enc.grad[1, 4:] == 0).all() and (enc.grad[2, 1:] == 0).all()
+    assert (pred.grad[1, 3:] == 0).all() and (pred.grad[2, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_half_inputs(dtype):
+    params, lattice = make_case(4, dtype=torch.float32)
+    low = [p.to(dtype) for p in params]
+    got, grads = value_and_grads(fused_rnnt_loss, low, lattice, chunk_size=4)
+    want, _ = value_and_grads(fused_rnnt_loss, params, lattice)  # float32 inputs
+    assert got.dtype == torch.float32 and all(g.dtype == dtype for g in grads)
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
+
+
+def test_fused_gradcheck_float64():
+    params, lattice = make_case(3, B=2, T=3, U=2, H=3, V=4)
+    params = [p.requires_grad_(True) for p in params]
+    assert torch.autograd.gradcheck(
+        lambda *p: fused_rnnt_loss(*p, *lattice, reduction="none", chunk_size=2), params, eps=1e-6, atol=1e-6)
+
+
+def test_fused_rejects_bad_shapes():
+    params, lattice = make_case(0)
+    enc, pred, weight, bias = params
+    with pytest.raises(ValueError, match="shape mismatch"):
+        fused_rnnt_loss(enc, pred[..., :-1], weight, bias, *lattice)
+    with pytest.raises(ValueError, match="activation"):
+        fused_rnnt_loss(enc, pred, weight, bias, *lattice, activation="gelu")
+    with pytest.raises(ValueError, match="chunk_size"):
+        fused_rnnt_loss(enc, pred, weight, bias, *lattice, chunk_size=0)
