@@ -1,0 +1,41 @@
+"""`fastasr train --data OUT --run RUN --preset P [--max-steps N | --max-minutes M] [--resume] [section.field=value…]`
+
+The same command runs single-process and under `torchrun --nproc_per_node N -m fastasr train …`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from fastasr.config import PRESETS
+
+    p.add_argument("--data", required=True, help="shard directory (with index.json)")
+    p.add_argument("--run", required=True, help="run directory: checkpoints, logs, plots")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt if it exists")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value",
+                   help="e.g. model.d_model=128 optim.lr=1e-3 data.num_workers=2 train.val_every=100")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from fastasr.config import preset
+    from fastasr.train import train
+
+    extra = {}
+    if args.max_steps is not None:
+        extra["max_steps"] = args.max_steps
+    if args.max_minutes is not None:
+        extra["max_minutes"] = args.max_minutes
+    config = preset(args.preset, [*args.overrides, *(f"train.{k}={v}" for k, v in extra.items())])
+    try:
+        train(args.data, args.run, config, resume=args.resume)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

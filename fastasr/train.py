@@ -1,0 +1,357 @@
+"""The training loop: one readable function, single process or under torchrun (DDP; nccl on GPU, gloo on CPU).
+
+Each step: next batch (an infinite loader, so ranks never wait on each other for data) → device → log-mel →
+SpecAugment → model (bf16 autocast on GPU; the fused joint + RNN-T loss in float32) → backward → clip → one
+all-reduce that makes every rank agree on "this step is non-finite, skip it" and on the elapsed time → step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from fastasr import checkpoint as ckpt_io
+from fastasr.config import Config, OptimConfig
+from fastasr.evaluate import score, transcribe_loader
+from fastasr.model import Transducer, count_parameters, log_mel
+from fastasr.text import Tokenizer
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str = "auto") -> Dist:
+    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK when present; a single process otherwise."""
+    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local_rank, device)
+
+
+def lr_at(step: int, progress: float, optim: OptimConfig) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio * lr` as progress goes 0 → 1.
+
+    progress is the run's fraction done: steps / max_steps, or elapsed / max_minutes, whichever is further.
+    """
+    warm = min(1.0, (step + 1) / max(1, optim.warmup_steps))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    return optim.lr * warm * (optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine)
+
+
+def progress_of(step: int, elapsed_s: float, config: Config) -> float:
+    t = config.train
+    parts = []
+    if t.max_steps:
+        parts.append(step / t.max_steps)
+    if t.max_minutes:
+        parts.append(elapsed_s / (60.0 * t.max_minutes))
+    return max(parts) if parts else step / max(1, config.optim.decay_steps)
+
+
+def make_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and norms
+    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.beta1, o.beta2))
+
+
+def _gather(obj, d: Dist) -> list:
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class Logs:
+    """CSV + TensorBoard on the main rank; a no-op elsewhere."""
+
+    def __init__(self, run: Path, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        self.rows: dict[str, list[dict]] = {"train": [], "val": []}
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run / "tb"))
+            except Exception as err:  # tensorboard is optional at run time; the CSV is the record
+                print(f"tensorboard disabled: {err}")
+            self.files = {k: run / f"{k}_log.csv" for k in self.rows}
+
+    def write(self, kind: str, row: dict) -> None:
+        if not self.enabled:
+            return
+        path = self.files[kind]
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        self.rows[kind].append(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{kind}/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_losses(run: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for kind, style in (("train", "-"), ("val", "o-")):
+        path = run / f"{kind}_log.csv"
+        if path.exists():
+            rows = list(csv.DictReader(open(path)))
+            ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], style, label=f"{kind} loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("RNN-T loss (nats / utterance)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run / "loss.png", dpi=120)
+    plt.close(fig)
+
+
+def validate(model: Transducer, tokenizer: Tokenizer, frontend, val_batches: list, device) -> dict:
+    model.eval()
+    losses, weights = [], []
+    with torch.no_grad():
+        for batch in val_batches:
+            b = batch.to(device)
+            feats, feat_lens = frontend(b.audio, b.audio_lens)
+            losses.append(float(model(feats, feat_lens, b.tokens, b.token_lens)) * len(b.keys))
+            weights.append(len(b.keys))
+    rows = list(transcribe_loader(model, tokenizer, frontend, val_batches, device))
+    metrics = score([r for _, r, _ in rows], [h for _, _, h in rows])
+    model.train()
+    return {"loss": sum(losses) / max(1, sum(weights)), "wer": metrics["wer"], "cer": metrics["cer"],
+            "example": rows[0][2] if rows else ""}
+
+
+def load_val_subset(data, config: Config) -> list:
+    """The first `val_utterances` of val in index order: the same fixed subset at every validation."""
+    from fastasr.data import build_loader
+
+    batches, n = [], 0
+    loader = build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
+                          shuffle=False, infinite=False, rank=0, world_size=1)
+    for batch in loader:
+        batches.append(batch)
+        n += len(batch.keys)
+        if n >= config.data.val_utterances:
+            break
+    return batches
+
+
+def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, resume: bool = False,
+          batch_hook=None) -> dict:
+    """Train on `data` (a shard directory), writing logs and checkpoints to `run`; returns the summary dict.
+
+    batch_hook(step, batch) -> batch lets tests inject faults (e.g. a non-finite batch) at a given step.
+    """
+    from fastasr.data import build_loader
+    from fastasr.features import SpecAugment
+
+    data, run = Path(data), Path(run)
+    index = json.loads((data / "index.json").read_text())
+    tokenizer = Tokenizer.from_index(index)
+    config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
+    saved = None
+    if resume and (run / "last.pt").exists():
+        saved = ckpt_io.load(run / "last.pt")
+        # Model, optimiser and data settings come from the run; stopping and logging from this invocation.
+        config = replace(Config.from_dict(saved["config"]), train=config.train)
+    d = setup_distributed(config.train.device)
+    if d.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+    if config.train.threads and d.device.type == "cpu":
+        torch.set_num_threads(config.train.threads)
+    seed = config.train.seed + d.rank
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+
+    model = Transducer(config.model).to(d.device)
+    optimizer = make_optimizer(model, config.optim)
+    frontend = log_mel(config.model).to(d.device)
+    c = config.data
+    augment = SpecAugment(freq_masks=c.freq_masks, freq_width=c.freq_width, time_masks=c.time_masks,
+                          time_width=c.time_width).to(d.device)
+    step, elapsed, skipped, epoch, consumed = 0, 0.0, 0, 0, 0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step, elapsed, skipped = saved["step"], saved["progress"]["elapsed_s"], saved["progress"]["skipped_steps"]
+        epoch, consumed = saved["data"][d.rank]["epoch"], saved["data"][d.rank]["batches"]
+        ckpt_io.set_rng_state(saved["rng"][d.rank])
+    ddp = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else model
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and config.train.amp \
+        else nullcontext()
+
+    loader = build_loader(data, "train", max_batch_seconds=c.max_batch_seconds, num_workers=c.num_workers,
+                          shuffle=True, seed=config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True)
+    val_batches = load_val_subset(data, config) if d.is_main else []
+    logs = Logs(run, d.is_main)
+    if d.is_main:
+        print(f"model: {count_parameters(model) / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, "
+              f"world {d.world} on {d.device}; starting at step {step}", flush=True)
+
+    def save(name: str = "last.pt") -> None:
+        positions = _gather({"epoch": epoch, "batches": consumed}, d)
+        rngs = _gather(ckpt_io.rng_state(), d)
+        if d.is_main:
+            ckpt_io.save_atomic({"config": config.to_dict(), "alphabet": tokenizer.alphabet,
+                                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                 "progress": {"elapsed_s": elapsed, "skipped_steps": skipped},
+                                 "data": positions, "rng": rngs}, run / name)
+
+    t = config.train
+    bar = None
+    if d.is_main and t.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=t.max_steps or None, initial=step, unit="step", dynamic_ncols=True)
+    window = {"loss": 0.0, "n": 0, "step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "grad_norm": 0.0}
+    totals = {"step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "steps": 0}
+    last_val: dict = {}
+    it = iter(loader)
+    start = time.perf_counter() - elapsed
+    model.train()
+    while True:
+        if t.max_steps and step >= t.max_steps:
+            break
+        t0 = time.perf_counter()
+        batch = next(it)
+        t1 = time.perf_counter()
+        if batch_hook is not None:
+            batch = batch_hook(step, batch)
+        epoch, consumed = batch.epoch, batch.index + 1
+        batch = batch.to(d.device, non_blocking=True)
+        with torch.no_grad():
+            feats, feat_lens = frontend(batch.audio, batch.audio_lens)
+            feats = augment(feats, feat_lens)
+        with amp:
+            loss = ddp(feats, feat_lens, batch.tokens, batch.token_lens)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        elapsed = time.perf_counter() - start
+        # One collective per step: any rank's non-finite loss or gradient skips the step everywhere, and every rank
+        # uses the slowest rank's clock for the schedule and the time limit.
+        flags = torch.tensor([float(not (torch.isfinite(loss) and torch.isfinite(grad_norm))), elapsed],
+                             device=d.device)
+        if d.world > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad, elapsed = bool(flags[0] > 0), float(flags[1])
+        lr = lr_at(step, progress_of(step, elapsed, config), config.optim)
+        if bad:
+            skipped += 1
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        audio_s = float(batch.audio_lens.sum()) / SAMPLE_RATE
+        for k, v in (("step_s", t2 - t1), ("data_s", t1 - t0), ("audio_s", audio_s)):
+            window[k] += v
+            totals[k] += v
+        totals["steps"] += 1
+        if not bad:
+            window["loss"] += float(loss)
+            window["grad_norm"] += float(grad_norm)
+            window["n"] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", skipped=skipped)
+        if step % t.log_every == 0 and window["n"]:
+            n_steps = t.log_every
+            logs.write("train", {"step": step, "loss": window["loss"] / window["n"], "lr": lr,
+                                 "grad_norm": window["grad_norm"] / window["n"], "skipped_steps": skipped,
+                                 "step_ms": 1000 * window["step_s"] / n_steps,
+                                 "data_wait_ms": 1000 * window["data_s"] / n_steps,
+                                 "audio_x_realtime": window["audio_s"] * d.world / max(1e-9, window["step_s"]
+                                                                                          + window["data_s"]),
+                                 "elapsed_s": elapsed, "epoch": epoch})
+            window = dict.fromkeys(window, 0.0)
+        time_up = t.max_minutes and elapsed >= 60.0 * t.max_minutes
+        if d.is_main and (step % t.val_every == 0 or time_up) and val_batches:
+            last_val = validate(model, tokenizer, frontend, val_batches, d.device)
+            logs.write("val", {"step": step, "loss": last_val["loss"], "wer": last_val["wer"],
+                               "cer": last_val["cer"]})
+            msg = (f"step {step}: val loss {last_val['loss']:.3f} WER {last_val['wer']:.2%} "
+                   f"CER {last_val['cer']:.2%} | {last_val['example']!r}")
+            (bar.write(msg) if bar is not None else print(msg, flush=True))
+        if step % t.ckpt_every == 0:
+            save()
+        if time_up:
+            break
+
+    save()
+    if bar is not None:
+        bar.close()
+    steps_run = max(1, totals["steps"])
+    audio_h = totals["audio_s"] * d.world / 3600  # every rank saw a different batch of about the same size
+    compute_h = (totals["step_s"] + totals["data_s"]) / 3600
+    summary = {
+        "steps": step, "skipped_steps": skipped, "epochs_started": epoch + 1, "world_size": d.world,
+        "device": str(d.device.type), "parameters": count_parameters(model),
+        "train_minutes": round(elapsed / 60, 2), "audio_hours_seen": round(audio_h, 3),
+        "throughput_audio_h_per_h": round(audio_h / max(1e-9, compute_h), 1),
+        "throughput_audio_h_per_device_h": round(audio_h / max(1e-9, compute_h) / d.world, 1),
+        "step_ms": round(1000 * totals["step_s"] / steps_run, 1),
+        "data_wait_ms": round(1000 * totals["data_s"] / steps_run, 1),
+        "data_wait_fraction": round(totals["data_s"] / max(1e-9, totals["step_s"] + totals["data_s"]), 4),
+        "final_train_loss": logs.rows["train"][-1]["loss"] if logs.rows["train"] else float("nan"),
+    }
+    if last_val:
+        summary.update(val_loss=round(last_val["loss"], 4), val_wer=round(last_val["wer"], 4),
+                       val_cer=round(last_val["cer"], 4))
+    if d.is_main:
+        logs.close()
+        plot_losses(run)
+        (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2), flush=True)
+    if d.world > 1:
+        dist.barrier()
+    return summary
