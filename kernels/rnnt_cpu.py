@@ -32,10 +32,11 @@ def _logaddexp(a, b):
 
 @njit(parallel=True, cache=True)
 def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax,
-                     log_norm, blank_lp, label_lp):
-    """logits (B, T, U+1, V); targets (B, U) int64; lengths (B,) int64.
-    Writes log_norm (B, T, U+1), blank_lp (B, T, U+1), label_lp (B, T, U+1) (last column unused).
-    Nodes outside (t < T_b, u <= U_b) are set to 0 and never read by ``lattice``."""
+                     log_norm, blank_lp, label_lp, probs, store_probs):
+    """logits (B, T, U+1, V); targets (B, U+1) int64; lengths (B,) int64.
+    Writes log_norm (B, T, U+1), blank_lp (B, T, U+1), label_lp (B, T, U+1) (column U_b unused) and, if
+    ``store_probs`` (with the fused log-softmax), the softmax into probs (B, T, U+1, V): backward then needs no
+    second exp pass. Nodes outside (t < T_b, u <= U_b) are set to 0 and never read by ``lattice``."""
     B, T, U1, V = logits.shape
     for bt in prange(B * T):
         b = bt // T
@@ -55,6 +56,20 @@ def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank, fuse
                         m = row[v]
                 if m == NEG_INF:
                     lz = NEG_INF
+                    if store_probs:
+                        for v in range(V):
+                            probs[b, t, u, v] = 0.0
+                elif store_probs:
+                    p = probs[b, t, u]  # (V,)
+                    s = 0.0
+                    for v in range(V):
+                        e = math.exp(row[v] - m)
+                        p[v] = e
+                        s += e
+                    lz = m + math.log(s)
+                    inv = 1.0 / s
+                    for v in range(V):
+                        p[v] *= inv
                 else:
                     s = 0.0
                     for v in range(V):
@@ -132,14 +147,15 @@ def lattice(blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, cost
 
 
 @njit(parallel=True, cache=True)
-def logits_grad(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label, scale, blank,
-                fused_log_softmax, clamp, grad):
-    """grad (B, T, U+1, V) = scale[b] * clamp(d cost_b / d logits).
+def logits_grad(probs, targets, logit_lengths, target_lengths, g_blank, g_label, scale, blank, fused_log_softmax,
+                clamp, grad):
+    """grad (B, T, U+1, V) = scale[b] * clamp(d cost_b / d logits); ``grad`` may be ``probs`` itself (in place).
 
     With the fused log-softmax, d cost / d x_v = softmax_v * occupancy + g_v, where occupancy = -(g_blank + g_label)
-    is the posterior of passing through the node and g_v is non-zero only at blank and at the next label.
-    Without it the logits are log-probs and only g_v remains. Zero outside (t < T_b, u <= U_b)."""
-    B, T, U1, V = logits.shape
+    is the posterior of passing through the node and g_v is non-zero only at blank and at the next label; probs
+    (B, T, U+1, V) holds the softmax from ``gather_log_probs``. Without it the logits are log-probs, only g_v
+    remains and probs is not read. Zero outside (t < T_b, u <= U_b)."""
+    B, T, U1, V = grad.shape
     for bt in prange(B * T):
         b = bt // T
         t = bt - b * T
@@ -152,23 +168,20 @@ def logits_grad(logits, log_norm, targets, logit_lengths, target_lengths, g_blan
                 continue
             gb = g_blank[b, t, u]
             gl = g_label[b, t, u]
-            lz = log_norm[b, t, u]
-            if fused_log_softmax and lz != NEG_INF:
+            if fused_log_softmax:
                 occ = -(gb + gl)
-                row = logits[b, t, u]
+                p = probs[b, t, u]  # (V,)
                 for v in range(V):
-                    out[v] = math.exp(row[v] - lz) * occ
+                    out[v] = p[v] * occ
             else:
                 for v in range(V):
                     out[v] = 0.0
             out[blank] += gb
             if u < target_lengths[b]:
                 out[targets[b, u]] += gl
-            for v in range(V):
-                g = out[v]
-                if clamp > 0.0:
-                    if g > clamp:
-                        g = clamp
-                    elif g < -clamp:
-                        g = -clamp
-                out[v] = g * s
+            if clamp > 0.0:
+                for v in range(V):
+                    out[v] = min(max(out[v], -clamp), clamp) * s
+            else:
+                for v in range(V):
+                    out[v] *= s

@@ -237,3 +237,13 @@ def test_invalid_inputs_raise(bad, match):
 def test_float_lengths_rejected():
     with pytest.raises(TypeError, match="int32 or int64"):
         rnnt_loss(torch.randn(1, 2, 2, 3), torch.tensor([[1]]), torch.tensor([2.0]), torch.tensor([1]))
+
+
+def test_second_backward_with_retained_graph():
+    # The CPU backward turns its stored softmax into the gradient in place; a second backward must recompute it.
+    logits, targets, tl, ul, blank = random_case(21, B=2, T=4, U=3, V=5)
+    x = logits.requires_grad_(True)
+    loss = rnnt_loss(x, targets, tl, ul, blank=blank)
+    (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, x)
+    torch.testing.assert_close(second, first, atol=0, rtol=0)

@@ -65,7 +65,7 @@ def test_gpu_torch_path_matches_cpu_kernels(fused_log_softmax):
         torch.randint(0, V, (B, U), generator=g), torch.tensor([5, 3, 1]), torch.tensor([4, 2, 0]),
         B=B, T=T, U1=U + 1, V=V, blank=-1, device=logits.device)
     args = (logits, targets, tl, ul, blank, fused_log_softmax)
-    want = dispatch.gather_log_probs(*args)
+    want = dispatch.gather_log_probs(*args, store_probs=True)
     got = dispatch._gather_torch(*args)
     inside = ((torch.arange(T)[None, :, None] < tl[:, None, None])
               & (torch.arange(U + 1)[None, None, :] <= ul[:, None, None]))  # (B, T, U+1)
@@ -75,8 +75,9 @@ def test_gpu_torch_path_matches_cpu_kernels(fused_log_softmax):
     costs, g_blank, g_label = dispatch.lattice(want[1], want[2], tl, ul)
     scale = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     kw = dict(blank=blank, fused_log_softmax=fused_log_softmax, clamp=0.3)
-    grad_args = (logits, want[0], targets, tl, ul, g_blank, g_label, scale)
-    torch.testing.assert_close(dispatch._logits_grad_torch(*grad_args, **kw), dispatch.logits_grad(*grad_args, **kw))
+    tail = (targets, tl, ul, g_blank, g_label, scale)
+    torch.testing.assert_close(dispatch._logits_grad_torch(logits, want[0], *tail, **kw),
+                               dispatch.logits_grad(logits, want[0], want[3], *tail, **kw))
 
 
 @needs_gpu

@@ -98,19 +98,24 @@ def lattice(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch
 
 # ---------------------------------------------------------------- materialised logits
 
-def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int, fused_log_softmax: bool):
-    """logits (B, T, U+1, V) in the compute dtype, contiguous -> log_norm, blank_lp, label_lp (B, T, U+1)."""
+def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int, fused_log_softmax: bool,
+                     store_probs: bool = False):
+    """logits (B, T, U+1, V) in the compute dtype, contiguous -> log_norm, blank_lp, label_lp (B, T, U+1) and
+    probs: the softmax (B, T, U+1, V) if ``store_probs`` on CPU with the fused log-softmax, else None."""
     B, T, U1, V = logits.shape
     if logits.is_cuda:
-        return _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax)
+        return _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax) + (None,)
     from fastasr.kernels import rnnt_cpu
 
     log_norm = torch.empty(B, T, U1, dtype=logits.dtype)  # (B, T, U+1)
     blank_lp = torch.empty_like(log_norm)  # (B, T, U+1)
     label_lp = torch.empty_like(log_norm)  # (B, T, U+1)
+    store_probs = store_probs and fused_log_softmax
+    probs = torch.empty_like(logits) if store_probs else torch.empty(1, 1, 1, 1, dtype=logits.dtype)
     rnnt_cpu.gather_log_probs(logits.numpy(), targets.numpy(), logit_lengths.numpy(), target_lengths.numpy(),
-                              blank, fused_log_softmax, log_norm.numpy(), blank_lp.numpy(), label_lp.numpy())
-    return log_norm, blank_lp, label_lp
+                              blank, fused_log_softmax, log_norm.numpy(), blank_lp.numpy(), label_lp.numpy(),
+                              probs.numpy(), store_probs)
+    return log_norm, blank_lp, label_lp, probs if store_probs else None
 
 
 def _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax):
@@ -126,16 +131,21 @@ def _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_l
     return log_norm, blank_lp.contiguous(), label_lp.contiguous()
 
 
-def logits_grad(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label, scale, blank: int,
-                fused_log_softmax: bool, clamp: float):
-    """-> grad (B, T, U+1, V) in the compute dtype: scale[b] * clamp(d cost_b / d logits), 0 on padding."""
+def logits_grad(logits, log_norm, probs, targets, logit_lengths, target_lengths, g_blank, g_label, scale,
+                blank: int, fused_log_softmax: bool, clamp: float, in_place: bool = False):
+    """-> grad (B, T, U+1, V) in the compute dtype: scale[b] * clamp(d cost_b / d logits), 0 on padding.
+
+    CPU with the fused log-softmax needs ``probs`` (from ``gather_log_probs(store_probs=True)``); with
+    ``in_place`` the gradient overwrites it. The CUDA path recomputes the softmax from logits and log_norm."""
     if logits.is_cuda:
         return _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label,
                                   scale, blank, fused_log_softmax, clamp)
     from fastasr.kernels import rnnt_cpu
 
-    grad = torch.empty_like(logits)  # (B, T, U+1, V)
-    rnnt_cpu.logits_grad(logits.numpy(), log_norm.numpy(), targets.numpy(), logit_lengths.numpy(),
+    if fused_log_softmax and probs is None:
+        raise ValueError("the CPU gradient with the fused log-softmax needs the stored softmax (probs)")
+    grad = probs if (in_place and probs is not None) else torch.empty_like(logits)  # (B, T, U+1, V)
+    rnnt_cpu.logits_grad(grad.numpy() if probs is None else probs.numpy(), targets.numpy(), logit_lengths.numpy(),
                          target_lengths.numpy(), g_blank.numpy(), g_label.numpy(), scale.numpy(), blank,
                          fused_log_softmax, float(clamp), grad.numpy())
     return grad

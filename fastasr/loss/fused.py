@@ -44,7 +44,10 @@ def _joint(enc, pred, weight, bias, rb, rt, activation):
 
 
 class _FusedRNNTLoss(torch.autograd.Function):
+    # Backward recomputes the logits: under CUDA autocast it must see the same autocast state as forward did, or
+    # the recomputed logits would not be the ones the lattice was built from.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, enc, pred, weight, bias, targets, logit_lengths, target_lengths, blank, activation, rows,
                 clamp):
         B, T, H = enc.shape
@@ -72,6 +75,7 @@ class _FusedRNNTLoss(torch.autograd.Function):
         return costs
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_costs):
         enc, pred, weight, bias, targets, row_b, row_t, log_norm, g_blank, g_label = ctx.saved_tensors
         blank, activation, rows, clamp = ctx.opts

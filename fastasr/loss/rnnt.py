@@ -7,16 +7,18 @@ from fastasr.loss import dispatch
 
 
 class _RNNTLoss(torch.autograd.Function):
-    """Per-sequence costs (B,). Forward keeps only (B, T, U+1) lattice quantities besides the logits themselves;
-    backward forms the (B, T, U+1, V) gradient in one pass."""
+    """Per-sequence costs (B,). On CPU the forward keeps the softmax in a logits-sized workspace (the peak, during
+    backward, is logits + gradient either way) and backward turns it into the gradient in place; on CUDA only
+    (B, T, U+1) lattice quantities are kept and backward recomputes the softmax."""
 
     @staticmethod
     def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused_log_softmax):
         x = logits.to(dispatch.compute_dtype(logits.dtype)).contiguous()  # (B, T, U+1, V)
-        log_norm, blank_lp, label_lp = dispatch.gather_log_probs(
-            x, targets, logit_lengths, target_lengths, blank, fused_log_softmax)  # (B, T, U+1) each
+        log_norm, blank_lp, label_lp, probs = dispatch.gather_log_probs(
+            x, targets, logit_lengths, target_lengths, blank, fused_log_softmax, store_probs=True)
         costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths)
         ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, log_norm, g_blank, g_label)
+        ctx.probs = probs  # (B, T, U+1, V) or None; consumed by the first backward
         ctx.opts = (blank, clamp, fused_log_softmax)
         return costs
 
@@ -25,9 +27,13 @@ class _RNNTLoss(torch.autograd.Function):
         logits, targets, logit_lengths, target_lengths, log_norm, g_blank, g_label = ctx.saved_tensors
         blank, clamp, fused_log_softmax = ctx.opts
         x = logits.to(dispatch.compute_dtype(logits.dtype)).contiguous()  # (B, T, U+1, V)
+        probs, ctx.probs = ctx.probs, None
+        if probs is None and fused_log_softmax and not x.is_cuda:  # a second backward (retain_graph)
+            probs = dispatch.gather_log_probs(x, targets, logit_lengths, target_lengths, blank, True,
+                                              store_probs=True)[3]
         scale = grad_costs.to(x.dtype).contiguous()  # (B,)
-        grad = dispatch.logits_grad(x, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label, scale,
-                                    blank, fused_log_softmax, clamp)  # (B, T, U+1, V)
+        grad = dispatch.logits_grad(x, log_norm, probs, targets, logit_lengths, target_lengths, g_blank, g_label,
+                                    scale, blank, fused_log_softmax, clamp, in_place=True)  # (B, T, U+1, V)
         return grad.to(logits.dtype), None, None, None, None, None, None
 
 
