@@ -151,22 +151,26 @@ def logits_grad(logits, log_norm, probs, targets, logit_lengths, target_lengths,
     return grad
 
 
-def node_grad_torch(logits, log_norm, targets, g_blank, g_label, blank: int, fused_log_softmax: bool, clamp: float):
-    """d cost / d logits for a block of nodes, in torch (the CUDA path and the fused loss's chunks).
+def node_grad_torch(logits, log_norm, targets, g_blank, g_label, scale, blank: int, fused_log_softmax: bool,
+                    clamp: float, *, in_place: bool = False):
+    """scale x clamp(d cost / d logits) for a block of nodes, in torch (the CUDA path and the fused loss's chunks).
 
-    logits (..., V); log_norm, g_blank, g_label (...); targets (...) int64 label index (0 where g_label is 0).
-    Nodes whose g_blank and g_label are 0 (padding, impossible sequences) get exactly 0."""
+    logits (..., V); log_norm, g_blank, g_label, scale (...); targets (...) int64 label index (0 where g_label is 0).
+    ``in_place`` overwrites ``logits`` (a chunk nobody else needs) instead of allocating another (..., V) tensor.
+    Nodes whose g_blank and g_label are 0 (padding, impossible sequences) get exactly 0 for finite logits."""
+    fold = clamp <= 0  # without clamping the scale folds into the (...)-sized factors
+    s = scale if fold else torch.ones_like(scale)
     if fused_log_softmax:
-        occ = -(g_blank + g_label)  # (...)
         finite = ~torch.isneginf(log_norm)
-        p = torch.exp(logits - torch.where(finite, log_norm, 0.0)[..., None])  # (..., V)
-        grad = p * torch.where(finite, occ, 0.0)[..., None]  # (..., V)
+        occ = torch.where(finite, -(g_blank + g_label), 0.0) * s  # (...)
+        grad = logits if in_place else logits.clone()  # (..., V)
+        grad.sub_(torch.where(finite, log_norm, 0.0)[..., None]).exp_().mul_(occ[..., None])
     else:
         grad = torch.zeros_like(logits)  # (..., V)
-    grad[..., blank] += g_blank
-    grad.scatter_add_(-1, targets[..., None], g_label[..., None])
-    if clamp > 0:
-        grad.clamp_(-clamp, clamp)
+    grad[..., blank] += g_blank * s
+    grad.scatter_add_(-1, targets[..., None], (g_label * s)[..., None])
+    if not fold:
+        grad.clamp_(-clamp, clamp).mul_(scale[..., None])
     return grad
 
 
@@ -174,8 +178,9 @@ def _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths,
                        fused_log_softmax, clamp):
     B, T, U1, V = logits.shape
     tgt = targets[:, None, :].expand(B, T, U1)  # (B, T, U+1)
-    grad = node_grad_torch(logits, log_norm, tgt, g_blank, g_label, blank, fused_log_softmax, clamp)
+    node_scale = scale[:, None, None].expand(B, T, U1)  # (B, T, U+1)
+    grad = node_grad_torch(logits, log_norm, tgt, g_blank, g_label, node_scale, blank, fused_log_softmax, clamp)
     inside = ((torch.arange(T, device=logits.device)[None, :, None] < logit_lengths[:, None, None])
               & (torch.arange(U1, device=logits.device)[None, None, :] <= target_lengths[:, None, None]))  # (B, T, U+1)
-    # where, not a product: logits on padding may be anything, and NaN * 0 is NaN.
-    return torch.where(inside[..., None], grad * scale[:, None, None, None], 0.0)
+    # masked_fill, not a product: logits on padding may be anything, and NaN * 0 is NaN.
+    return grad.masked_fill_(~inside[..., None], 0.0)

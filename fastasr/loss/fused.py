@@ -24,9 +24,10 @@ def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 def _activation_grad(dh: torch.Tensor, z: torch.Tensor, h: torch.Tensor, activation: str) -> torch.Tensor:
+    """dh (consumed) x act'(z); h = act(z) is consumed too."""
     if activation == "tanh":
-        return dh * (1 - h * h)
-    return dh * (z > 0)
+        return dh.mul_(h.mul_(h).neg_().add_(1))
+    return dh.mul_(z > 0)
 
 
 def _rows_per_chunk(chunk_size, device: torch.device, U1: int, V: int, H: int) -> int:
@@ -64,11 +65,14 @@ class _FusedRNNTLoss(torch.autograd.Function):
                 rb, rt = row_b[start:start + rows], row_t[start:start + rows]  # (n,)
                 _, _, logits = _joint(enc, pred, weight, bias, rb, rt, activation)
                 logits = logits.to(cdt)  # (n, U+1, V)
-                lz = torch.logsumexp(logits, dim=-1)  # (n, U+1)
+                blank_lp[rb, rt] = logits[..., blank]
+                label_lp[rb, rt] = logits.gather(-1, targets[rb][..., None])[..., 0]
+                m = logits.amax(dim=-1)  # (n, U+1)
+                lz = m + logits.sub_(m[..., None]).exp_().sum(dim=-1).log_()  # (n, U+1), in place: one chunk alive
                 log_norm[rb, rt] = lz
-                blank_lp[rb, rt] = logits[..., blank] - lz
-                label_lp[rb, rt] = logits.gather(-1, targets[rb][..., None])[..., 0] - lz
                 del logits
+        blank_lp -= log_norm
+        label_lp -= log_norm
         costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths)
         ctx.save_for_backward(enc, pred, weight, bias, targets, row_b, row_t, log_norm, g_blank, g_label)
         ctx.opts = (blank, activation, rows, clamp)
@@ -90,13 +94,16 @@ class _FusedRNNTLoss(torch.autograd.Function):
             for start in range(0, row_b.numel(), rows):
                 rb, rt = row_b[start:start + rows], row_t[start:start + rows]  # (n,)
                 z, h, logits = _joint(enc, pred, weight, bias, rb, rt, activation)  # (n, U+1, H|H|V)
+                node_scale = scale[rb][:, None].expand(-1, pred.shape[1])  # (n, U+1)
                 dl = dispatch.node_grad_torch(logits.to(cdt), log_norm[rb, rt], targets[rb], g_blank[rb, rt],
-                                              g_label[rb, rt], blank, True, clamp)  # (n, U+1, V)
+                                              g_label[rb, rt], node_scale, blank, True, clamp,
+                                              in_place=True).to(h.dtype)  # (n, U+1, V)
                 del logits
-                dl *= scale[rb][:, None, None]
-                dl = dl.to(h.dtype)
                 V, H = weight.shape
-                grad_w += (dl.reshape(-1, V).t() @ h.reshape(-1, H)).to(acc)
+                if grad_w.dtype == dl.dtype:
+                    grad_w.addmm_(dl.reshape(-1, V).t(), h.reshape(-1, H))
+                else:
+                    grad_w += (dl.reshape(-1, V).t() @ h.reshape(-1, H)).to(acc)
                 grad_b += dl.sum(dim=(0, 1), dtype=acc)
                 dz = _activation_grad(dl @ weight, z, h, activation).to(acc)  # (n, U+1, H)
                 del dl, z, h
