@@ -1,0 +1,106 @@
+"""What flows through the loader, one type per point of the flow (DESIGN.md's data flow, top to bottom).
+
+TarGroup (members of one KEY read from a shard) → Sample (metadata parsed: duration, text, token ids; audio still
+compressed bytes) → PlannedBatch (samples chosen by the bucketing/budget decision, before any decoding) → Batch
+(decoded, padded tensors; the contract of CONTRACTS.md). EpochEnd is the per-worker marker carrying the skip counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+AUDIO_EXTENSIONS = ("opus", "wav", "flac")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The part of a shard one worker reads: samples whose ordinal in the shard is ≡ part (mod parts).
+
+    parts == 1 (the whole shard) unless there are fewer shards than reader slots (ranks × workers).
+    """
+
+    path: str
+    part: int = 0
+    parts: int = 1
+
+
+@dataclass
+class TarGroup:
+    """The members of one KEY, as read from the tar (audio bytes are b"" when reading metadata only)."""
+
+    key: str
+    shard: str
+    ordinal: int  # position of the KEY in its shard
+    members: dict[str, bytes]
+
+
+@dataclass
+class Sample:
+    """One utterance whose metadata is known; the audio is still the original compressed bytes."""
+
+    key: str
+    duration: float  # seconds, from the json member: the batching decision is made before decoding
+    text: str
+    tokens: np.ndarray  # int64 (U,)
+    audio_format: str  # opus | wav | flac
+    audio_bytes: bytes
+
+
+@dataclass
+class PlannedBatch:
+    """A batch decided from metadata only: what skip_batches skips and what the budget was checked on."""
+
+    epoch: int
+    ordinal: int  # position in this worker's epoch
+    samples: list[Sample]
+
+
+@dataclass
+class EpochEnd:
+    """Sent by each worker after its part of an epoch; the loader aggregates it and never delivers it."""
+
+    epoch: int
+    worker: int
+    rank: int
+    batches: int
+    samples: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Padded batch: audio (B, S) float32 zero-padded, tokens (B, U) int64 padded with 0 (the blank)."""
+
+    audio: torch.Tensor  # (B, S) float32
+    audio_lens: torch.Tensor  # (B,) int64
+    tokens: torch.Tensor  # (B, U) int64
+    token_lens: torch.Tensor  # (B,) int64
+    keys: list[str]
+    texts: list[str]
+    epoch: int
+    index: int  # batch number within the epoch on this rank
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def to(self, device, non_blocking: bool = True) -> "Batch":
+        return replace(
+            self,
+            audio=self.audio.to(device, non_blocking=non_blocking),
+            audio_lens=self.audio_lens.to(device, non_blocking=non_blocking),
+            tokens=self.tokens.to(device, non_blocking=non_blocking),
+            token_lens=self.token_lens.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader's pinning thread (torch looks for this method)."""
+        return replace(
+            self,
+            audio=self.audio.pin_memory(),
+            audio_lens=self.audio_lens.pin_memory(),
+            tokens=self.tokens.pin_memory(),
+            token_lens=self.token_lens.pin_memory(),
+        )
