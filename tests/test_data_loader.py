@@ -1,0 +1,153 @@
+"""build_loader end to end on tiny shards made in tmp_path: exactly once, audio numbers, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from data_shards import make_utts, write_shards
+from fastasr.data import Batch, build_loader
+from fastasr.text import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def utts():
+    return make_utts(29, seed=3)
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory, utts):
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(out, utts, [8, 11, 3, 7])  # 4 uneven shards: not divisible by 3 slots, fewer than 6
+    return out
+
+
+def keys_of(loader) -> list[list[str]]:
+    return [b.keys for b in loader]
+
+
+def flat(batches: list[list[str]]) -> list[str]:
+    return [k for b in batches for k in b]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1, 2])
+def test_one_epoch_every_utterance_once(shard_dir, utts, num_workers):
+    got = flat(keys_of(build_loader(shard_dir, max_batch_seconds=4.0, num_workers=num_workers, seed=5)))
+    assert sorted(got) == sorted(u.key for u in utts)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("world_size,num_workers", [(2, 1), (2, 2), (3, 2), (4, 3)])
+def test_ranks_partition_the_epoch(shard_dir, utts, world_size, num_workers):
+    """Across ranks (and workers, up to 12 slots for 4 shards) every utterance once; each rank's run ends."""
+    parts = [flat(keys_of(build_loader(shard_dir, max_batch_seconds=4.0, num_workers=num_workers, seed=2,
+                                       rank=r, world_size=world_size, epoch=1))) for r in range(world_size)]
+    assert sorted(flat(parts)) == sorted(u.key for u in utts)
+    assert all(parts), [len(p) for p in parts]  # more slots than shards: shards are split, no rank idles
+
+
+def test_rank_with_no_data_ends(tmp_path):
+    write_shards(tmp_path, make_utts(1), [1])
+    parts = [flat(keys_of(build_loader(tmp_path, max_batch_seconds=4.0, num_workers=2, rank=r, world_size=2)))
+             for r in range(2)]
+    assert sorted(map(len, parts)) == [0, 1]
+    with pytest.raises(RuntimeError, match="no data"):
+        next(iter(build_loader(tmp_path, max_batch_seconds=4.0, num_workers=0, rank=1, world_size=2,
+                               infinite=True)))
+
+
+def reference_audio(u) -> np.ndarray:
+    """Independent path: decode → mono → 16 kHz (soxr) → librosa normalise + pre-emphasis."""
+    x, sr = sf.read(io.BytesIO(u.audio), dtype="float32", always_2d=True)
+    x = librosa.to_mono(x.T)
+    if sr != 16000:
+        x = soxr.resample(x, sr, 16000)
+    return librosa.effects.preemphasis(librosa.util.normalize(x), coef=0.97)
+
+
+def test_batch_contents_match_independent_decode(shard_dir, utts):
+    by_key = {u.key: u for u in utts}
+    tok = Tokenizer.from_index(json.loads((shard_dir / "index.json").read_text()))
+    seen = 0
+    for b in build_loader(shard_dir, max_batch_seconds=3.0, num_workers=1, seed=0):
+        assert isinstance(b, Batch)
+        B, S = b.audio.shape
+        assert b.audio.dtype.is_floating_point and str(b.audio.dtype) == "torch.float32"
+        assert str(b.tokens.dtype) == str(b.audio_lens.dtype) == str(b.token_lens.dtype) == "torch.int64"
+        assert S == int(b.audio_lens.max()) and b.tokens.shape[1] == int(b.token_lens.max())
+        assert B * max(by_key[k].duration for k in b.keys) <= 3.0 or B == 1
+        for i, key in enumerate(b.keys):
+            u = by_key[key]
+            ref = reference_audio(u)
+            n = int(b.audio_lens[i])
+            assert n == ref.size
+            assert np.abs(b.audio[i, :n].numpy() - ref).max() <= 1e-4
+            assert not b.audio[i, n:].any()  # padding exactly zero
+            m = int(b.token_lens[i])
+            assert b.tokens[i, :m].tolist() == tok.encode(u.text) and b.texts[i] == u.text
+            assert not b.tokens[i, m:].any()
+            seen += 1
+    assert seen == len(utts)
+
+
+def test_same_seed_epoch_same_batches_other_epoch_other_order(shard_dir):
+    def run(epoch, seed=7, workers=2):
+        return keys_of(build_loader(shard_dir, max_batch_seconds=4.0, num_workers=workers, seed=seed, epoch=epoch))
+
+    first = run(0)
+    assert run(0) == first
+    assert run(1) != first and sorted(flat(run(1))) == sorted(flat(first))
+    assert [b.index for b in build_loader(shard_dir, max_batch_seconds=4.0, num_workers=2)] == list(range(len(first)))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_batches_resumes_the_epoch(shard_dir, num_workers):
+    kw = dict(max_batch_seconds=2.5, num_workers=num_workers, seed=11, epoch=3)
+    full = [(b.index, b.keys) for b in build_loader(shard_dir, **kw)]
+    for skip in (1, 2, 5, len(full) - 1, len(full), len(full) + 3):
+        resumed = [(b.index, b.keys) for b in build_loader(shard_dir, skip_batches=skip, **kw)]
+        assert resumed == full[skip:], skip
+
+
+def test_infinite_mode_runs_on_and_resumes(shard_dir, utts):
+    kw = dict(max_batch_seconds=4.0, num_workers=2, seed=1, infinite=True)
+    stream = []
+    for b in build_loader(shard_dir, **kw):
+        stream.append((b.epoch, b.index, b.keys))
+        if len(stream) == 60:
+            break
+    epochs = sorted({e for e, _, _ in stream})
+    assert len(epochs) >= 2  # epochs follow one another, each a new order
+    for e in epochs[:-1]:
+        assert sorted(flat([k for ep, _, k in stream if ep == e])) == sorted(u.key for u in utts)
+    resumed = []
+    for b in build_loader(shard_dir, skip_batches=23, **kw):
+        resumed.append((b.epoch, b.index, b.keys))
+        if len(resumed) == 60 - 23:
+            break
+    assert resumed == stream[23:]
+
+
+def test_corrupt_samples_are_skipped_counted_and_named(tmp_path, caplog):
+    utts = make_utts(12, seed=4)
+    bad_audio, bad_json = utts[2].key, utts[7].key
+    utts[2].audio = b"\x00garbage" * 50
+    write_shards(tmp_path, utts, [6, 6], json_override={bad_json: b'{"duration": '})
+    loader = build_loader(tmp_path, max_batch_seconds=4.0, num_workers=0, seed=0)
+    with caplog.at_level(logging.WARNING, logger="fastasr.data"):
+        got = flat(keys_of(loader))
+    assert sorted(got) == sorted(u.key for u in utts if u.key not in (bad_audio, bad_json))
+    assert loader.stats[0]["decode"] == 1 and loader.stats[0]["bad_json"] == 1
+    assert bad_audio in caplog.text and bad_json in caplog.text
+    # workers report their counts to the main process too
+    loader = build_loader(tmp_path, max_batch_seconds=4.0, num_workers=2, seed=0)
+    assert len(flat(keys_of(loader))) == 10 and loader.stats[0]["decode"] + loader.stats[0]["bad_json"] == 2
+    with pytest.raises(Exception, match="bad_json|decode"):
+        list(build_loader(tmp_path, max_batch_seconds=4.0, num_workers=0, on_error="raise"))
