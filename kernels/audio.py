@@ -44,10 +44,11 @@ _NONFINITE = 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pure kernels: one utterance x[lo:hi] -> out[lo:hi]. Lengths are checked by the dispatch (>= 1, or >= 2 for
-# anything with pre-emphasis). No fastmath: it would let LLVM contract a*b+c into an FMA and change the rounding.
+# Pure kernels: one utterance x -> out (same length; the ragged forms pass views flat[lo:hi]). Lengths are checked
+# by the dispatch (>= 1, or >= 2 for anything with pre-emphasis). Loops run from 0 over views rather than from lo to
+# hi over the flat array: LLVM then proves the indices non-negative and vectorises (13x faster on a 64-utterance
+# batch). No fastmath: it would let LLVM contract a*b+c into an FMA and change the rounding.
 # ---------------------------------------------------------------------------------------------------------------
-
 
 _ABS_MASK = np.uint32(0x7FFFFFFF)
 _INF_BITS = np.uint32(0x7F800000)  # |x| bit patterns at or above this are inf or NaN
@@ -55,8 +56,8 @@ _TINY_BITS = np.uint32(0x00800000)  # bit pattern of float32 tiny
 
 
 @njit(cache=True)
-def _divisor(x, lo, hi):
-    """librosa's normaliser for x[lo:hi]: max|x| if at least float32 tiny, else 1. NaN when x holds NaN/inf.
+def _divisor(x):
+    """librosa's normaliser for x: max|x| if at least float32 tiny, else 1. NaN when x holds NaN/inf.
 
     The peak is a max over the bit patterns of |x| as uint32 (sign bit cleared): for non-negative floats the
     integer order is the float order, NaN and inf sort above every finite value, and an integer max vectorises
@@ -64,7 +65,7 @@ def _divisor(x, lo, hi):
     """
     bits = x.view(np.uint32)
     m = np.uint32(0)
-    for i in range(lo, hi):
+    for i in range(bits.size):
         v = bits[i] & _ABS_MASK
         m = v if v > m else m
     if m >= _INF_BITS:
@@ -77,69 +78,57 @@ def _divisor(x, lo, hi):
 
 
 @njit(cache=True)
-def _normalize_seg(x, out, lo, hi):
-    d = _divisor(x, lo, hi)
+def _normalize_one(x, out):
+    d = _divisor(x)
     if d != d:
         return _NONFINITE
-    for i in range(lo, hi):
+    for i in range(x.size):
         out[i] = x[i] / d
     return _OK
 
 
 @njit(cache=True)
-def _preemphasis_seg(x, out, lo, hi, mcoef):
+def _preemphasis_one(x, out, mcoef):
     # scipy.signal.lfilter, transposed direct form: y[n] = z + b0*x[n], z <- b1*x[n]; b0 = 1, b1 = mcoef = -coef.
-    x0 = x[lo]
-    zi = np.float32(2.0) * x0 - x[lo + 1]  # librosa's default state, in the signal's dtype
-    out[lo] = zi + x0
-    for i in range(lo + 1, hi):
+    x0 = x[0]
+    zi = np.float32(2.0) * x0 - x[1]  # librosa's default state, in the signal's dtype
+    out[0] = zi + x0
+    for i in range(1, x.size):
         out[i] = mcoef * x[i - 1] + x[i]
 
 
 @njit(cache=True)
-def _normalize_preemphasis_seg(x, out, lo, hi, mcoef):
-    d = _divisor(x, lo, hi)
+def _normalize_preemphasis_one(x, out, mcoef):
+    d = _divisor(x)
     if d != d:
         return _NONFINITE
-    n0 = x[lo] / d
-    zi = np.float32(2.0) * n0 - x[lo + 1] / d
-    out[lo] = zi + n0
-    for i in range(lo + 1, hi):
+    n0 = x[0] / d
+    zi = np.float32(2.0) * n0 - x[1] / d
+    out[0] = zi + n0
+    for i in range(1, x.size):
         out[i] = mcoef * (x[i - 1] / d) + x[i] / d
     return _OK
-
-
-@njit(cache=True)
-def _normalize_one(x, out):
-    return _normalize_seg(x, out, 0, x.size)
-
-
-@njit(cache=True)
-def _preemphasis_one(x, out, mcoef):
-    _preemphasis_seg(x, out, 0, x.size, mcoef)
-
-
-@njit(cache=True)
-def _normalize_preemphasis_one(x, out, mcoef):
-    return _normalize_preemphasis_seg(x, out, 0, x.size, mcoef)
 
 
 @njit(parallel=True, cache=True)
 def _normalize_ragged(flat, offsets, out, status):
     for b in prange(offsets.size - 1):
-        status[b] = _normalize_seg(flat, out, offsets[b], offsets[b + 1])
+        lo, hi = offsets[b], offsets[b + 1]
+        status[b] = _normalize_one(flat[lo:hi], out[lo:hi])
 
 
 @njit(parallel=True, cache=True)
 def _preemphasis_ragged(flat, offsets, out, mcoef):
     for b in prange(offsets.size - 1):
-        _preemphasis_seg(flat, out, offsets[b], offsets[b + 1], mcoef)
+        lo, hi = offsets[b], offsets[b + 1]
+        _preemphasis_one(flat[lo:hi], out[lo:hi], mcoef)
 
 
 @njit(parallel=True, cache=True)
 def _normalize_preemphasis_ragged(flat, offsets, out, mcoef, status):
     for b in prange(offsets.size - 1):
-        status[b] = _normalize_preemphasis_seg(flat, out, offsets[b], offsets[b + 1], mcoef)
+        lo, hi = offsets[b], offsets[b + 1]
+        status[b] = _normalize_preemphasis_one(flat[lo:hi], out[lo:hi], mcoef)
 
 
 # ---------------------------------------------------------------------------------------------------------------
