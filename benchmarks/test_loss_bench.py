@@ -2,8 +2,8 @@
 
   CPU time:    rnnt_loss forward+backward vs the PyTorch-autograd lattice (fastasr.loss.reference), B=4 T=100 U=30 V=64.
   CPU memory:  fused_rnnt_loss vs rnnt_loss on materialised F.linear logits (autograd), B=8 T=200 U=60 V=1024 H=256.
-               Peak = ru_maxrss of a fresh subprocess after the step minus ru_maxrss after imports and a warm-up
-               step at a tiny shape (Numba compiled, allocator primed), inputs created before the baseline.
+               Peak = VmHWM of a fresh subprocess after the step minus its VmRSS just before, the high-water mark
+               reset (/proc/self/clear_refs = 5) after imports, a warm-up step at a tiny shape and input creation.
   GPU:         fused_rnnt_loss vs torchaudio.functional.rnnt_loss, joint included, forward+backward, time and
                torch.cuda.max_memory_allocated, B=32 T=250 U=100 H=640, V=1024 and V=500 (skipped without CUDA).
 Run: pytest benchmarks/test_loss_bench.py --benchmark-enable
@@ -38,8 +38,24 @@ CPU_SHAPE = dict(B=4, T=100, U=30, V=64)
 CPU_IMPLS = {"fastasr": rnnt_loss, "torch_autograd_reference": rnnt_loss_reference}
 
 
+@pytest.fixture(params=[1, None], ids=["1thread", "allthreads"])
+def cpu_threads(request):
+    """Both libraries limited to n threads (None: their defaults). One thread is the contention-proof comparison on a
+    shared machine; all threads shows the parallel kernels."""
+    import numba
+
+    saved = torch.get_num_threads(), numba.get_num_threads()
+    n = request.param
+    if n is not None:
+        torch.set_num_threads(n)
+        numba.set_num_threads(n)
+    yield torch.get_num_threads()
+    torch.set_num_threads(saved[0])
+    numba.set_num_threads(saved[1])
+
+
 @pytest.mark.parametrize("impl", list(CPU_IMPLS))
-def test_cpu_rnnt_loss_forward_backward(benchmark, impl):
+def test_cpu_rnnt_loss_forward_backward(benchmark, impl, cpu_threads):
     B, T, U, V = CPU_SHAPE.values()
     logits = torch.randn(B, T, U + 1, V, generator=torch.Generator().manual_seed(0))  # (B, T, U+1, V)
     lattice = lattice_case(B, T, U, V)
@@ -52,8 +68,8 @@ def test_cpu_rnnt_loss_forward_backward(benchmark, impl):
         return loss.item()
 
     step()  # warm-up outside the timing: Numba compile / cache load
-    benchmark.group = f"rnnt cpu fwd+bwd B={B} T={T} U={U} V={V}"
-    benchmark.extra_info.update(CPU_SHAPE, threads=torch.get_num_threads())
+    benchmark.group = f"rnnt cpu fwd+bwd B={B} T={T} U={U} V={V} threads={cpu_threads}"
+    benchmark.extra_info.update(CPU_SHAPE, threads=cpu_threads)
     benchmark.pedantic(step, rounds=30, iterations=1, warmup_rounds=2)
 
 
@@ -61,7 +77,7 @@ def test_cpu_rnnt_loss_forward_backward(benchmark, impl):
 
 MEM_SHAPE = dict(B=8, T=200, U=60, V=1024, H=256)
 _MEM_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     import torch, torch.nn.functional as F
     from fastasr.loss import fused_rnnt_loss, rnnt_loss
     impl, B, T, U, V, H = sys.argv[1], *map(int, sys.argv[2:])
@@ -83,13 +99,19 @@ _MEM_SCRIPT = textwrap.dedent("""
         loss.backward()
         return loss.item()
 
+    def status_kb(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
     step(*make(2, 5, 3, 7, 4))  # warm-up: compile, load caches
     params, lattice = make(B, T, U, V, H)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    base = status_kb("VmRSS")
     t0 = time.perf_counter()
     loss = step(params, lattice)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_kb("VmHWM")
     print(json.dumps(dict(peak_mb=(peak - base) / 1024, seconds=seconds, loss=loss)))
 """)
 

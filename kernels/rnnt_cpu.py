@@ -2,9 +2,10 @@
 
 The loss only ever reads two log-probabilities per lattice node (t, u): blank (stay on u, move to t+1) and the
 next label (move to u+1). So the work splits into
-  1. ``gather_log_probs``: (B, T, U+1, V) logits -> log-normaliser, blank and label log-probs  (V-wide, parallel over b·t)
+  1. ``gather_log_probs``: (B, T, U+1, V) logits -> log-normaliser, blank and label log-probs, optionally the
+     softmax  (V-wide, parallel over b·t)
   2. ``lattice``: alpha/beta over (T, U+1) per sequence -> cost and d cost / d(blank, label log-prob)  (parallel over b)
-  3. ``logits_grad``: the V-wide gradient from softmax x node occupancy + the two posteriors  (parallel over b·t)
+  3. ``logits_grad``: the V-wide gradient, softmax x node occupancy + the two posteriors  (parallel over b·t)
 The fused loss (fastasr.loss.fused) does 1 and 3 in torch chunk by chunk and only uses ``lattice`` from here.
 
 Every kernel is dtype-generic (float32 or float64 arrays); impossible sequences (log P = -inf) get cost +inf and an
@@ -185,3 +186,59 @@ def logits_grad(probs, targets, logit_lengths, target_lengths, g_blank, g_label,
             else:
                 for v in range(V):
                     out[v] *= s
+
+
+@njit(parallel=True, cache=True)
+def chunk_log_probs(logits, targets, blank, log_norm, blank_lp, label_lp):
+    """The fused loss's forward on one chunk of a sequence's rows.
+
+    logits (n, U+1, V); targets (U+1,) int64 (last entry unused). Writes log_norm, blank_lp, label_lp (n, U+1)."""
+    n, U1, V = logits.shape
+    for i in prange(n):
+        for u in range(U1):
+            row = logits[i, u]  # (V,)
+            m = row[0]
+            for v in range(1, V):
+                if row[v] > m:
+                    m = row[v]
+            if m == NEG_INF:
+                log_norm[i, u] = NEG_INF
+                blank_lp[i, u] = NEG_INF
+                label_lp[i, u] = NEG_INF
+                continue
+            s = 0.0
+            for v in range(V):
+                s += math.exp(row[v] - m)
+            lz = m + math.log(s)
+            log_norm[i, u] = lz
+            blank_lp[i, u] = row[blank] - lz
+            label_lp[i, u] = row[targets[u]] - lz
+
+
+@njit(parallel=True, cache=True)
+def chunk_grad(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp):
+    """The fused loss's backward on one chunk, in place: logits (n, U+1, V) -> scale * clamp(d cost / d logits).
+
+    log_norm, g_blank, g_label (n, U+1); targets (U+1,) int64; nodes with g_blank = g_label = 0 get exactly 0."""
+    n, U1, V = logits.shape
+    for i in prange(n):
+        for u in range(U1):
+            row = logits[i, u]  # (V,)
+            gb = g_blank[i, u]
+            gl = g_label[i, u]
+            lz = log_norm[i, u]
+            occ = -(gb + gl)
+            if occ == 0.0 or lz == NEG_INF:
+                for v in range(V):
+                    row[v] = 0.0
+            else:
+                for v in range(V):
+                    row[v] = math.exp(row[v] - lz) * occ
+            row[blank] += gb
+            row[targets[u]] += gl
+            if clamp > 0.0:
+                for v in range(V):
+                    row[v] = min(max(row[v], -clamp), clamp) * scale
+            else:
+                for v in range(V):
+                    row[v] *= scale

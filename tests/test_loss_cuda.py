@@ -80,6 +80,33 @@ def test_gpu_torch_path_matches_cpu_kernels(fused_log_softmax):
                                dispatch.logits_grad(logits, want[0], want[3], *tail, **kw))
 
 
+@pytest.mark.parametrize("clamp", [-1.0, 0.2])
+def test_gpu_torch_chunk_path_matches_cpu_kernels(clamp):
+    # The fused loss's per-chunk steps: torch ops on CUDA, Numba on CPU; compare both on CPU tensors.
+    from fastasr.loss import dispatch
+
+    g = torch.Generator().manual_seed(4)
+    n, U1, V, blank = 3, 4, 6, 2
+    logits = torch.randn(n, U1, V, generator=g)  # (n, U+1, V)
+    targets = torch.randint(0, V, (U1,), generator=g)
+    outs = []
+    for fn in (dispatch.chunk_log_probs, dispatch._chunk_log_probs_torch):
+        out = [torch.empty(n, U1) for _ in range(3)]
+        fn(logits.clone(), targets, blank, *out)
+        outs.append(out)
+    for got, want in zip(outs[1], outs[0]):
+        torch.testing.assert_close(got, want)
+    log_norm = outs[0][0]
+    g_blank = -torch.rand(n, U1, generator=g)
+    g_label = -torch.rand(n, U1, generator=g)
+    g_blank[0, 1] = g_label[0, 1] = 0.0  # a node outside the lattice
+    scale = torch.tensor(0.7)
+    want = dispatch.chunk_grad(logits.clone(), log_norm, g_blank, g_label, targets, scale, blank, clamp)
+    got = dispatch._chunk_grad_torch(logits.clone(), log_norm, g_blank, g_label, targets, scale, blank, clamp)
+    torch.testing.assert_close(got, want)
+    assert (want[0, 1] == 0).all()
+
+
 @needs_gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("fused_log_softmax", [True, False])

@@ -184,3 +184,45 @@ def _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths,
               & (torch.arange(U1, device=logits.device)[None, None, :] <= target_lengths[:, None, None]))  # (B, T, U+1)
     # masked_fill, not a product: logits on padding may be anything, and NaN * 0 is NaN.
     return grad.masked_fill_(~inside[..., None], 0.0)
+
+
+# ---------------------------------------------------------------- the fused loss's chunks (one sequence's rows)
+
+def chunk_log_probs(logits, targets, blank: int, log_norm, blank_lp, label_lp) -> None:
+    """logits (n, U+1, V) of rows of one sequence, contiguous, compute dtype (may be overwritten); targets (U+1,).
+    Fills the (n, U+1) views log_norm, blank_lp, label_lp."""
+    if not logits.is_cuda:
+        from fastasr.kernels import rnnt_cpu
+
+        rnnt_cpu.chunk_log_probs(logits.numpy(), targets.numpy(), blank, log_norm.numpy(), blank_lp.numpy(),
+                                 label_lp.numpy())
+    else:
+        _chunk_log_probs_torch(logits, targets, blank, log_norm, blank_lp, label_lp)
+
+
+def _chunk_log_probs_torch(logits, targets, blank, log_norm, blank_lp, label_lp):
+    n, U1, _ = logits.shape
+    blank_x = logits[..., blank]  # (n, U+1) view, read before the in-place exp below
+    label_x = logits.gather(-1, targets[None, :, None].expand(n, U1, 1))[..., 0]  # (n, U+1)
+    m = logits.amax(dim=-1)  # (n, U+1)
+    lz = m + logits.sub(m[..., None]).exp_().sum(dim=-1).log_()  # (n, U+1)
+    log_norm.copy_(lz)
+    blank_lp.copy_(blank_x - lz)
+    label_lp.copy_(label_x - lz)
+
+
+def chunk_grad(logits, log_norm, g_blank, g_label, targets, scale: torch.Tensor, blank: int, clamp: float):
+    """In place: logits (n, U+1, V) -> scale x clamp(d cost / d logits); the rest (n, U+1); targets (U+1,)."""
+    if not logits.is_cuda:
+        from fastasr.kernels import rnnt_cpu
+
+        rnnt_cpu.chunk_grad(logits.numpy(), log_norm.numpy(), g_blank.numpy(), g_label.numpy(), targets.numpy(),
+                            float(scale), blank, float(clamp))
+        return logits
+    return _chunk_grad_torch(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp)
+
+
+def _chunk_grad_torch(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp):
+    n, U1, _ = logits.shape
+    return node_grad_torch(logits, log_norm, targets.expand(n, U1), g_blank, g_label, scale.expand(n, U1), blank,
+                           True, clamp, in_place=True)

@@ -24,10 +24,10 @@ def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 def _activation_grad(dh: torch.Tensor, z: torch.Tensor, h: torch.Tensor, activation: str) -> torch.Tensor:
-    """dh (consumed) x act'(z); h = act(z) is consumed too."""
+    """dh x act'(z), h = act(z): aten's fused backward kernels, one pass each."""
     if activation == "tanh":
-        return dh.mul_(h.mul_(h).neg_().add_(1))
-    return dh.mul_(z > 0)
+        return torch.ops.aten.tanh_backward(dh, h)
+    return torch.ops.aten.threshold_backward(dh, z, 0)
 
 
 def _rows_per_chunk(chunk_size, device: torch.device, U1: int, V: int, H: int) -> int:
@@ -37,8 +37,13 @@ def _rows_per_chunk(chunk_size, device: torch.device, U1: int, V: int, H: int) -
     return max(1, budget // (U1 * max(V, H)))
 
 
-def _joint(enc, pred, weight, bias, rb, rt, activation):
-    z = enc[rb, rt][:, None, :] + pred[rb]  # (n, U+1, H)
+def _chunks(logit_lengths: torch.Tensor, rows: int) -> list[tuple[int, int, int]]:
+    """(b, t0, t1) row ranges: never across sequences, so a chunk is plain slices of enc and pred (no gathers)."""
+    return [(b, t0, min(t0 + rows, tb)) for b, tb in enumerate(logit_lengths.tolist()) for t0 in range(0, tb, rows)]
+
+
+def _joint(enc, pred, weight, bias, b, t0, t1, activation):
+    z = enc[b, t0:t1, None, :] + pred[b, None]  # (n, U+1, H)
     h = _activate(z, activation)  # (n, U+1, H)
     logits = F.linear(h, weight, bias)  # (n, U+1, V)
     return z, h, logits
@@ -51,64 +56,55 @@ class _FusedRNNTLoss(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, enc, pred, weight, bias, targets, logit_lengths, target_lengths, blank, activation, rows,
                 clamp):
-        B, T, H = enc.shape
+        B, T, _ = enc.shape
         U1 = pred.shape[1]
         cdt = dispatch.compute_dtype(enc.dtype)
-        dev = enc.device
-        valid = torch.arange(T, device=dev)[None, :] < logit_lengths[:, None]  # (B, T)
-        row_b, row_t = valid.nonzero(as_tuple=True)  # (N,), (N,): the lattice rows that exist
-        log_norm = torch.zeros(B, T, U1, dtype=cdt, device=dev)  # (B, T, U+1)
-        blank_lp = torch.zeros(B, T, U1, dtype=cdt, device=dev)  # (B, T, U+1)
-        label_lp = torch.zeros(B, T, U1, dtype=cdt, device=dev)  # (B, T, U+1)
+        chunks = _chunks(logit_lengths, rows)
+        log_norm = torch.zeros(B, T, U1, dtype=cdt, device=enc.device)  # (B, T, U+1)
+        blank_lp = torch.zeros_like(log_norm)  # (B, T, U+1)
+        label_lp = torch.zeros_like(log_norm)  # (B, T, U+1)
         with torch.no_grad():
-            for start in range(0, row_b.numel(), rows):
-                rb, rt = row_b[start:start + rows], row_t[start:start + rows]  # (n,)
-                _, _, logits = _joint(enc, pred, weight, bias, rb, rt, activation)
-                logits = logits.to(cdt)  # (n, U+1, V)
-                blank_lp[rb, rt] = logits[..., blank]
-                label_lp[rb, rt] = logits.gather(-1, targets[rb][..., None])[..., 0]
-                m = logits.amax(dim=-1)  # (n, U+1)
-                lz = m + logits.sub_(m[..., None]).exp_().sum(dim=-1).log_()  # (n, U+1), in place: one chunk alive
-                log_norm[rb, rt] = lz
+            for b, t0, t1 in chunks:
+                _, _, logits = _joint(enc, pred, weight, bias, b, t0, t1, activation)
+                logits = logits.to(cdt).contiguous()  # (n, U+1, V)
+                dispatch.chunk_log_probs(logits, targets[b], blank, log_norm[b, t0:t1], blank_lp[b, t0:t1],
+                                         label_lp[b, t0:t1])
                 del logits
-        blank_lp -= log_norm
-        label_lp -= log_norm
         costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths)
-        ctx.save_for_backward(enc, pred, weight, bias, targets, row_b, row_t, log_norm, g_blank, g_label)
-        ctx.opts = (blank, activation, rows, clamp)
+        ctx.save_for_backward(enc, pred, weight, bias, targets, log_norm, g_blank, g_label)
+        ctx.opts = (blank, activation, chunks, clamp)
         return costs
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_costs):
-        enc, pred, weight, bias, targets, row_b, row_t, log_norm, g_blank, g_label = ctx.saved_tensors
-        blank, activation, rows, clamp = ctx.opts
+        enc, pred, weight, bias, targets, log_norm, g_blank, g_label = ctx.saved_tensors
+        blank, activation, chunks, clamp = ctx.opts
         cdt = log_norm.dtype
-        acc = torch.float64 if cdt == torch.float64 else torch.float32
+        V, H = weight.shape
         scale = grad_costs.to(cdt)  # (B,)
-        grad_enc = torch.zeros(enc.shape, dtype=acc, device=enc.device)  # (B, T, H)
-        grad_pred = torch.zeros(pred.shape, dtype=acc, device=enc.device)  # (B, U+1, H)
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=enc.device)  # (V, H)
-        grad_b = torch.zeros(weight.shape[0], dtype=acc, device=enc.device)  # (V,)
+        if not scale.is_cuda:
+            scale = scale.contiguous()
+        grad_enc = torch.zeros(enc.shape, dtype=cdt, device=enc.device)  # (B, T, H)
+        grad_pred = torch.zeros(pred.shape, dtype=cdt, device=enc.device)  # (B, U+1, H)
+        grad_w = torch.zeros(weight.shape, dtype=cdt, device=enc.device)  # (V, H)
+        grad_b = torch.zeros(V, dtype=cdt, device=enc.device)  # (V,)
         with torch.no_grad():
-            for start in range(0, row_b.numel(), rows):
-                rb, rt = row_b[start:start + rows], row_t[start:start + rows]  # (n,)
-                z, h, logits = _joint(enc, pred, weight, bias, rb, rt, activation)  # (n, U+1, H|H|V)
-                node_scale = scale[rb][:, None].expand(-1, pred.shape[1])  # (n, U+1)
-                dl = dispatch.node_grad_torch(logits.to(cdt), log_norm[rb, rt], targets[rb], g_blank[rb, rt],
-                                              g_label[rb, rt], node_scale, blank, True, clamp,
-                                              in_place=True).to(h.dtype)  # (n, U+1, V)
+            for b, t0, t1 in chunks:
+                z, h, logits = _joint(enc, pred, weight, bias, b, t0, t1, activation)  # (n, U+1, H|H|V)
+                dl = dispatch.chunk_grad(logits.to(cdt).contiguous(), log_norm[b, t0:t1], g_blank[b, t0:t1],
+                                         g_label[b, t0:t1], targets[b], scale[b], blank, clamp)  # (n, U+1, V)
                 del logits
-                V, H = weight.shape
+                dl = dl.to(h.dtype)
                 if grad_w.dtype == dl.dtype:
                     grad_w.addmm_(dl.reshape(-1, V).t(), h.reshape(-1, H))
                 else:
-                    grad_w += (dl.reshape(-1, V).t() @ h.reshape(-1, H)).to(acc)
-                grad_b += dl.sum(dim=(0, 1), dtype=acc)
-                dz = _activation_grad(dl @ weight, z, h, activation).to(acc)  # (n, U+1, H)
+                    grad_w += (dl.reshape(-1, V).t() @ h.reshape(-1, H)).to(cdt)
+                grad_b += dl.sum(dim=(0, 1), dtype=cdt)
+                dz = _activation_grad(dl @ weight, z, h, activation)  # (n, U+1, H)
                 del dl, z, h
-                grad_enc[rb, rt] = dz.sum(dim=1)
-                grad_pred.index_add_(0, rb, dz)
+                grad_enc[b, t0:t1] = dz.sum(dim=1)
+                grad_pred[b] += dz.sum(dim=0, dtype=cdt)
         return (grad_enc.to(enc.dtype), grad_pred.to(pred.dtype), grad_w.to(weight.dtype),
                 None if bias is None else grad_b.to(bias.dtype), None, None, None, None, None, None, None)
 
