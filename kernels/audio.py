@@ -22,10 +22,14 @@ What "librosa's numbers" means here (librosa 0.11, checked in tests/kernels/test
 
 Ragged forms take every utterance of a batch as one flat float32 array plus int64 ``offsets`` (length B+1,
 ``offsets[0] == 0``, ``offsets[-1] == flat.size``, non-decreasing); utterance b is ``flat[offsets[b]:offsets[b+1]]``.
-They run in parallel over utterances (``prange``) and equal a Python loop of the single-array functions.
+They run in parallel over utterances (``prange``) in the process that imported this module and sequentially in
+processes forked from it (DataLoader workers: see ``_use_parallel``; ``parallel=`` overrides), and equal a Python
+loop of the single-array functions either way.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from numba import njit, prange
@@ -131,6 +135,28 @@ def _normalize_preemphasis_ragged(flat, offsets, out, mcoef, status):
         status[b] = _normalize_preemphasis_one(flat[lo:hi], out[lo:hi], mcoef)
 
 
+# Sequential twins of the ragged kernels, for processes forked from one that may have started Numba's thread pool.
+@njit(cache=True)
+def _normalize_ragged_seq(flat, offsets, out, status):
+    for b in range(offsets.size - 1):
+        lo, hi = offsets[b], offsets[b + 1]
+        status[b] = _normalize_one(flat[lo:hi], out[lo:hi])
+
+
+@njit(cache=True)
+def _preemphasis_ragged_seq(flat, offsets, out, mcoef):
+    for b in range(offsets.size - 1):
+        lo, hi = offsets[b], offsets[b + 1]
+        _preemphasis_one(flat[lo:hi], out[lo:hi], mcoef)
+
+
+@njit(cache=True)
+def _normalize_preemphasis_ragged_seq(flat, offsets, out, mcoef, status):
+    for b in range(offsets.size - 1):
+        lo, hi = offsets[b], offsets[b + 1]
+        status[b] = _normalize_preemphasis_one(flat[lo:hi], out[lo:hi], mcoef)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Dispatch: validate once, convert, allocate, call a kernel, turn status codes into errors.
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,35 +235,55 @@ def _as_ragged(flat, offsets, need: int, what: str) -> tuple[np.ndarray, np.ndar
     return flat, off
 
 
+_IMPORT_PID = os.getpid()
+
+
+def _use_parallel(parallel: bool | None) -> bool:
+    """Auto (None): parallel in the process that imported this module, sequential in processes forked from it.
+
+    A forked child (a DataLoader worker) gets its parallelism from the number of workers, and Numba's GNU OpenMP
+    threading layer terminates a forked child that enters a parallel region once its parent has ("fork() called
+    from a process already using GNU OpenMP"). The single-array functions never use the thread pool.
+    """
+    if parallel is not None:
+        return bool(parallel)
+    return os.getpid() == _IMPORT_PID
+
+
 def _raise_nonfinite(status: np.ndarray, what: str) -> None:
     bad = np.flatnonzero(status != _OK)
     if bad.size:
         raise ValueError(f"{what}: utterance(s) {bad[:8].tolist()} must be finite (they hold NaN or inf)")
 
 
-def peak_normalize_ragged(flat, offsets) -> np.ndarray:
-    """``peak_normalize`` of every utterance ``flat[offsets[b]:offsets[b+1]]``, parallel over b; new flat float32."""
+def peak_normalize_ragged(flat, offsets, *, parallel: bool | None = None) -> np.ndarray:
+    """``peak_normalize`` of every utterance ``flat[offsets[b]:offsets[b+1]]``, parallel over b; new flat float32.
+
+    ``parallel``: None picks threads in the importing process and one thread in forked children (see
+    ``_use_parallel``); True/False force it (True in a forked child risks the OpenMP termination above).
+    """
     flat, off = _as_ragged(flat, offsets, 1, "peak_normalize_ragged")
     out = np.empty_like(flat)
     status = np.zeros(off.size - 1, dtype=np.int8)
-    _normalize_ragged(flat, off, out, status)
+    (_normalize_ragged if _use_parallel(parallel) else _normalize_ragged_seq)(flat, off, out, status)
     _raise_nonfinite(status, "peak_normalize_ragged")
     return out
 
 
-def preemphasis_ragged(flat, offsets, coef: float = 0.97) -> np.ndarray:
+def preemphasis_ragged(flat, offsets, coef: float = 0.97, *, parallel: bool | None = None) -> np.ndarray:
     """``preemphasis`` of every utterance, each with its own librosa initial state; new flat float32."""
     flat, off = _as_ragged(flat, offsets, 2, "preemphasis_ragged")
     out = np.empty_like(flat)
-    _preemphasis_ragged(flat, off, out, _mcoef(coef))
+    (_preemphasis_ragged if _use_parallel(parallel) else _preemphasis_ragged_seq)(flat, off, out, _mcoef(coef))
     return out
 
 
-def normalize_preemphasize_ragged(flat, offsets, coef: float = 0.97) -> np.ndarray:
+def normalize_preemphasize_ragged(flat, offsets, coef: float = 0.97, *, parallel: bool | None = None) -> np.ndarray:
     """``normalize_preemphasize`` of every utterance, parallel over utterances; new flat float32 (the loader's)."""
     flat, off = _as_ragged(flat, offsets, 2, "normalize_preemphasize_ragged")
     out = np.empty_like(flat)
     status = np.zeros(off.size - 1, dtype=np.int8)
-    _normalize_preemphasis_ragged(flat, off, out, _mcoef(coef), status)
+    kernel = _normalize_preemphasis_ragged if _use_parallel(parallel) else _normalize_preemphasis_ragged_seq
+    kernel(flat, off, out, _mcoef(coef), status)
     _raise_nonfinite(status, "normalize_preemphasize_ragged")
     return out

@@ -290,3 +290,33 @@ def test_property_ragged_equals_loop(x, data):
     np.testing.assert_array_equal(
         normalize_preemphasize_ragged(x, offsets), loop(normalize_preemphasize, x, offsets)
     )
+
+
+def test_ragged_sequential_equals_parallel():
+    rng = np.random.default_rng(11)
+    flat, off = ragged(rng, rng.integers(2, 3000, size=9))
+    for f in (peak_normalize_ragged, preemphasis_ragged, normalize_preemphasize_ragged):
+        np.testing.assert_array_equal(f(flat, off, parallel=False), f(flat, off, parallel=True))
+
+
+def _child_runs_kernels(flat, off, queue):
+    queue.put((normalize_preemphasize_ragged(flat, off), normalize_preemphasize(flat[off[0] : off[1]])))
+
+
+def test_ragged_in_a_forked_child_after_the_parent_ran_it():
+    # GNU OpenMP terminates a forked child entering a parallel region its parent used; DataLoader workers are such
+    # children. The ragged forms go sequential there (and the single-array forms never use threads).
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(12)
+    flat, off = ragged(rng, [300, 200, 500])
+    expected = normalize_preemphasize_ragged(flat, off)  # the parent starts the thread pool
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_runs_kernels, args=(flat, off, queue))
+    child.start()
+    got_ragged, got_single = queue.get(timeout=120)
+    child.join(30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got_ragged, expected)
+    np.testing.assert_array_equal(got_single, expected[: off[1]])
