@@ -27,7 +27,8 @@ from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
 from .errors import SkipAndCount, raise_errors
 from .sample import Batch, EpochEnd, PlannedBatch
-from .stages import bucket_batches, decode_batches, filter_duration, map_samples, pad_batch, parse_sample, read_groups, shuffle_buffer
+from .stages import (bucket_batches, decode_batches, filter_duration, map_samples, pad_batch, parse_sample,
+                     read_groups, shuffle_buffer, warm_up)
 
 log = logging.getLogger("fastasr.data")
 
@@ -133,6 +134,7 @@ class Loader:
         from .resume import plan_resume
 
         spec = self.spec
+        warm_up()
         plan = plan_resume(spec, self.epoch, self.skip_batches, self.infinite)
         dataset = ShardStream(spec, epoch=self.epoch, infinite=self.infinite, roles=plan.roles,
                               skip_items=plan.skip_items)

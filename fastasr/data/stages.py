@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget
 from .errors import SampleError
@@ -170,9 +172,6 @@ def bucket_batches(samples: Iterable[Sample], *, buckets: DurationBuckets, budge
 
 def decode_audio(sample: Sample, *, coef: float = PREEMPHASIS) -> np.ndarray:
     """Compressed bytes → float32 mono 16 kHz, peak-normalised then pre-emphasised (the Numba kernel)."""
-    import soundfile as sf
-    import soxr
-
     from fastasr.kernels import normalize_preemphasize
 
     try:
@@ -187,6 +186,13 @@ def decode_audio(sample: Sample, *, coef: float = PREEMPHASIS) -> np.ndarray:
     if not np.isfinite(x).all():
         raise SampleError("decode", "non-finite samples")
     return normalize_preemphasize(np.ascontiguousarray(x, dtype=np.float32), coef)
+
+
+def warm_up() -> None:
+    """Load the Numba kernel in this process so that forked DataLoader workers inherit it compiled."""
+    from fastasr.kernels import normalize_preemphasize
+
+    normalize_preemphasize(np.array([0.5, -0.25], dtype=np.float32))
 
 
 def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler) -> Iterator[tuple[PlannedBatch, list]]:
