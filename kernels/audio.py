@@ -1,6 +1,6 @@
 """Peak normalisation and pre-emphasis with librosa's numbers, one signal or many at once (Numba, CPU).
 
-Two layers (../shared/STYLE.md): pure ``@njit`` kernels over index ranges ``[lo, hi)`` of a flat float32 array,
+Two layers (../shared/STYLE.md): pure ``@njit`` kernels over one utterance (views ``flat[lo:hi]`` of a flat float32 array),
 and a dispatch that checks dtype/shape/offsets once and allocates the output. Every function returns a new
 float32 array: float64 input is converted to float32 first (the loader's audio is float32), so results equal
 librosa's on ``x.astype(np.float32)``; other dtypes are refused.
