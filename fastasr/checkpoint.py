@@ -6,6 +6,7 @@ Contents: `config` (Config.to_dict()), `alphabet` (the tokenizer), `model`, `opt
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
@@ -52,6 +53,15 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes, in state-dict order: equal digests mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Transducer, Tokenizer, Config]:

@@ -221,7 +221,6 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         optimizer.load_state_dict(saved["optimizer"])
         step, elapsed, skipped = saved["step"], saved["progress"]["elapsed_s"], saved["progress"]["skipped_steps"]
         epoch, consumed = saved["data"][d.rank]["epoch"], saved["data"][d.rank]["batches"]
-        ckpt_io.set_rng_state(saved["rng"][d.rank])
     ddp = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else model
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and config.train.amp \
         else nullcontext()
@@ -237,11 +236,12 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     def save(name: str = "last.pt") -> None:
         positions = _gather({"epoch": epoch, "batches": consumed}, d)
         rngs = _gather(ckpt_io.rng_state(), d)
+        digests = _gather(ckpt_io.weights_digest(model), d)  # DDP keeps ranks bit-identical; this records it
         if d.is_main:
             ckpt_io.save_atomic({"config": config.to_dict(), "alphabet": tokenizer.alphabet,
                                  "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                  "progress": {"elapsed_s": elapsed, "skipped_steps": skipped},
-                                 "data": positions, "rng": rngs}, run / name)
+                                 "data": positions, "rng": rngs, "rank_weight_digests": digests}, run / name)
 
     t = config.train
     bar = None
@@ -253,13 +253,18 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     totals = {"step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "steps": 0}
     last_val: dict = {}
     it = iter(loader)
+    # The loader builds its DataLoader (which draws from torch's generator) on the first next(): take that batch
+    # before restoring the RNG so a resumed run continues the exact random stream of the interrupted one.
+    pending = next(it)
+    if saved is not None:
+        ckpt_io.set_rng_state(saved["rng"][d.rank])
     start = time.perf_counter() - elapsed
     model.train()
     while True:
         if t.max_steps and step >= t.max_steps:
             break
         t0 = time.perf_counter()
-        batch = next(it)
+        batch, pending = (pending, None) if pending is not None else (next(it), None)
         t1 = time.perf_counter()
         if batch_hook is not None:
             batch = batch_hook(step, batch)
@@ -298,7 +303,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
             totals[k] += v
         totals["steps"] += 1
         if not bad:
-            window["loss"] += float(loss)
+            window["loss"] += float(loss.detach())
             window["grad_norm"] += float(grad_norm)
             window["n"] += 1
         if bar is not None:

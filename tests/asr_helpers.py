@@ -11,7 +11,7 @@ from fastasr.model import Transducer
 
 
 def tiny_model(**over) -> Transducer:
-    c = replace(preset("tiny").model, vocab_size=12, d_model=32, n_heads=2, n_layers=2, pred_embed=16,
+    c = replace(preset("tiny").model, vocab_size=34, d_model=32, n_heads=2, n_layers=2, pred_embed=16,
                 pred_hidden=32, joint_dim=24, subsampling_channels=8, dropout=0.0, **over)
     torch.manual_seed(0)
     return Transducer(c).eval()
@@ -82,7 +82,7 @@ def make_shards(out, shard_sizes=None, *, seconds=(0.4, 1.0)) -> dict:
     return index
 
 
-def test_config(**train):
+def make_config(**train):
     """The tiny preset shrunk so a step takes milliseconds; deterministic (no workers, no dropout)."""
     over = {"model": dict(d_model=32, n_heads=2, n_layers=2, pred_embed=16, pred_hidden=32, joint_dim=24,
                           subsampling_channels=8, dropout=0.0),

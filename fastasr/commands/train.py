@@ -1,6 +1,7 @@
 """`fastasr train --data OUT --run RUN --preset P [--max-steps N | --max-minutes M] [--resume] [section.field=value…]`
 
-The same command runs single-process and under `torchrun --nproc_per_node N -m fastasr train …`.
+The same command runs single-process and under `torchrun --nproc_per_node N -m fastasr train …` (there spell
+`--run` as `--run-dir`: torchrun's argument parser takes `--run` for an abbreviation of its own `--run-path`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     from fastasr.config import PRESETS
 
     p.add_argument("--data", required=True, help="shard directory (with index.json)")
-    p.add_argument("--run", required=True, help="run directory: checkpoints, logs, plots")
+    # --run-dir is the spelling to use under torchrun, whose own parser rejects `--run` as an ambiguous
+    # abbreviation of its --run-path even after `-m fastasr`.
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory: checkpoints, logs, plots")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None)
