@@ -70,7 +70,7 @@ def test_cpu_rnnt_loss_forward_backward(benchmark, impl, cpu_threads):
     step()  # warm-up outside the timing: Numba compile / cache load
     benchmark.group = f"rnnt cpu fwd+bwd B={B} T={T} U={U} V={V} threads={cpu_threads}"
     benchmark.extra_info.update(CPU_SHAPE, threads=cpu_threads)
-    benchmark.pedantic(step, rounds=30, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(step, rounds=50, iterations=1, warmup_rounds=2)
 
 
 # ---------------------------------------------------------------- CPU peak memory

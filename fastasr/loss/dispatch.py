@@ -202,10 +202,10 @@ def chunk_log_probs(logits, targets, blank: int, log_norm, blank_lp, label_lp) -
 
 def _chunk_log_probs_torch(logits, targets, blank, log_norm, blank_lp, label_lp):
     n, U1, _ = logits.shape
-    blank_x = logits[..., blank]  # (n, U+1) view, read before the in-place exp below
+    blank_x = logits[..., blank].clone()  # (n, U+1): copied out before the in-place exp below
     label_x = logits.gather(-1, targets[None, :, None].expand(n, U1, 1))[..., 0]  # (n, U+1)
     m = logits.amax(dim=-1)  # (n, U+1)
-    lz = m + logits.sub(m[..., None]).exp_().sum(dim=-1).log_()  # (n, U+1)
+    lz = m + logits.sub_(m[..., None]).exp_().sum(dim=-1).log_()  # (n, U+1); one (n, U+1, V) tensor alive
     log_norm.copy_(lz)
     blank_lp.copy_(blank_x - lz)
     label_lp.copy_(label_x - lz)
