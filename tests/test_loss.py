@@ -247,3 +247,24 @@ def test_second_backward_with_retained_graph():
     (first,) = torch.autograd.grad(loss, x, retain_graph=True)
     (second,) = torch.autograd.grad(loss, x)
     torch.testing.assert_close(second, first, atol=0, rtol=0)
+
+
+def test_float32_exp_kernel_accuracy():
+    # The CPU kernels' vectorisable float32 exp against float64 NumPy over the range a softmax uses (x <= 0).
+    from numba import njit
+
+    from fastasr.kernels.rnnt_cpu import fexp
+
+    @njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = fexp(x[i])
+
+    x = np.concatenate([np.linspace(-86.0, 0.0, 200_001), np.linspace(0.0, 10.0, 1001)]).astype(np.float32)
+    out = np.empty_like(x)
+    apply(x, out)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(out - want) / want) < 2e-7
+    special = np.array([-np.inf, -100.0, 0.0], dtype=np.float32)
+    apply(special, out[:3])
+    assert out[0] == 0.0 and out[1] == 0.0 and out[2] == 1.0
