@@ -268,3 +268,13 @@ def test_float32_exp_kernel_accuracy():
     special = np.array([-np.inf, -100.0, 0.0], dtype=np.float32)
     apply(special, out[:3])
     assert out[0] == 0.0 and out[1] == 0.0 and out[2] == 1.0
+
+
+def test_unfused_log_softmax_composes_like_torchaudio():
+    # torchaudio's contract: rnnt_loss(log_softmax(x), fused_log_softmax=False) == rnnt_loss(x), gradients included.
+    logits, targets, tl, ul, blank = random_case(31, B=3, T=5, U=3, V=6, dtype=torch.float64)
+    fused, g_fused = loss_and_grad(rnnt_loss, logits, targets, tl, ul, blank=blank)
+    split, g_split = loss_and_grad(lambda x, *a, **k: rnnt_loss(x.log_softmax(-1), *a, **k), logits, targets, tl, ul,
+                                   blank=blank, fused_log_softmax=False)
+    torch.testing.assert_close(split, fused)
+    torch.testing.assert_close(g_split, g_fused)
