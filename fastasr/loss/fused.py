@@ -123,12 +123,14 @@ def fused_rnnt_loss(enc: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor,
         enc: (B, T, H) encoder projection; pred: (B, U+1, H) predictor projection; weight: (V, H); bias: (V,) or None.
         targets, logit_lengths, target_lengths, blank, reduction, clamp, zero_infinity: as in ``rnnt_loss``.
         activation: "tanh" or "relu".
-        chunk_size: (b, t) rows per chunk (each row is U+1 joint vectors); None picks a size that keeps one chunk's
-            temporaries near 16 MB (CPU) / 128 MB (CUDA) per tensor. It bounds the extra memory, not the result.
+        chunk_size: (b, t) rows per chunk (each row is U+1 joint vectors); a chunk never spans two sequences, so it
+            holds min(chunk_size, logit_lengths[b]) rows. None picks a size that keeps one chunk's temporaries near
+            16 MB (CPU) / 128 MB (CUDA) per tensor. It bounds the extra memory, not the result.
 
     The joint's matmuls run in the inputs' dtype (as the unfused path would); log-softmax, the lattice and the
     gradient accumulation run in float32 (float64 for float64 inputs). Rows beyond ``logit_lengths`` are never
-    computed; their gradients, and those of ``pred`` beyond ``target_lengths``, are exactly 0.
+    computed; their gradients, and those of ``pred`` beyond ``target_lengths``, are exactly 0. Impossible
+    sequences: cost +inf (0 with ``zero_infinity``) and no gradient contribution, never NaN, as in ``rnnt_loss``.
     """
     dispatch.check_float("enc", enc, 3)
     dispatch.check_float("pred", pred, 3)
