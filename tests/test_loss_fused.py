@@ -105,3 +105,21 @@ def test_fused_rejects_bad_shapes():
         fused_rnnt_loss(enc, pred, weight, bias, *lattice, activation="gelu")
     with pytest.raises(ValueError, match="chunk_size"):
         fused_rnnt_loss(enc, pred, weight, bias, *lattice, chunk_size=0)
+
+
+def test_fused_impossible_sequence_is_inf_with_zero_gradient():
+    params, (targets, tl, ul) = make_case(12, B=2, T=4, U=2, H=6, V=5)
+    params[3][3] = float("-inf")  # label 3 can never be emitted
+    targets[0] = torch.tensor([3, 1])
+    targets[1] = torch.tensor([1, 2])
+    lattice = (targets, tl, ul)
+    got, grads = value_and_grads(fused_rnnt_loss, params, lattice, reduction="none", chunk_size=3)
+    want, want_grads = value_and_grads(unfused, params, lattice, blank=0, reduction="none")
+    assert got[0] == float("inf") and torch.isfinite(got[1]), got
+    torch.testing.assert_close(got, want)
+    for g, w in zip(grads, want_grads):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-10)
+    assert (grads[0][0] == 0).all() and (grads[1][0] == 0).all()  # enc and pred of the impossible sequence
+    zeroed = fused_rnnt_loss(*params, *lattice, reduction="none", zero_infinity=True)
+    assert zeroed[0] == 0 and zeroed[1] == got[1]
