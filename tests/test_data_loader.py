@@ -118,21 +118,25 @@ def test_skip_batches_resumes_the_epoch(shard_dir, num_workers):
 
 def test_infinite_mode_runs_on_and_resumes(shard_dir, utts):
     kw = dict(max_batch_seconds=4.0, num_workers=2, seed=1, infinite=True)
-    stream = []
-    for b in build_loader(shard_dir, **kw):
+    stream, positions = [], []
+    loader = build_loader(shard_dir, **kw)
+    for b in loader:
         stream.append((b.epoch, b.index, b.keys))
+        positions.append(loader.position())
         if len(stream) == 60:
             break
+    assert positions[22] == {"epoch": 0, "skip_batches": 23}
     epochs = sorted({e for e, _, _ in stream})
     assert len(epochs) >= 2  # epochs follow one another, each a new order
     for e in epochs[:-1]:
         assert sorted(flat([k for ep, _, k in stream if ep == e])) == sorted(u.key for u in utts)
-    resumed = []
-    for b in build_loader(shard_dir, skip_batches=23, **kw):
-        resumed.append((b.epoch, b.index, b.keys))
-        if len(resumed) == 60 - 23:
-            break
-    assert resumed == stream[23:]
+    for skip in (23, 41):  # inside epoch 0, and past an epoch boundary
+        resumed = []
+        for b in build_loader(shard_dir, **{**kw, **positions[skip - 1]}):
+            resumed.append((b.epoch, b.index, b.keys))
+            if len(resumed) == 60 - skip:
+                break
+        assert resumed == stream[skip:], skip
 
 
 def test_corrupt_samples_are_skipped_counted_and_named(tmp_path, caplog):

@@ -126,9 +126,21 @@ class Loader:
         self.epoch, self.skip_batches = epoch, skip_batches
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         self.stats: dict[int, Counter] = {}
+        self._delivered = skip_batches
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip_batches = epoch, skip_batches
+        self._delivered = skip_batches
+
+    def position(self) -> dict:
+        """Where the current iteration stands, as build_loader arguments: {"epoch": E, "skip_batches": N}.
+
+        E is the epoch this stream started at and N the batches delivered since (skipped ones included), so
+        build_loader(…, epoch=E, skip_batches=N) continues exactly after the last delivered batch, in both modes
+        and with any num_workers. (In infinite mode with several workers, workers cross epoch boundaries at
+        different times, so the last batch's (epoch, index + 1) is exact only with num_workers ≤ 1.)
+        """
+        return {"epoch": self.epoch, "skip_batches": self._delivered}
 
     def __iter__(self) -> Iterator[Batch]:
         from .resume import plan_resume
@@ -143,12 +155,14 @@ class Loader:
                             **extra)
         index = Counter(plan.skipped_batches)
         ends = Counter()
+        self._delivered = self.skip_batches
         for item in loader:
             if isinstance(item, EpochEnd):
                 self._record(item, ends)
                 continue
             item.index = index[item.epoch]
             index[item.epoch] += 1
+            self._delivered += 1
             yield item
         if self.infinite:
             raise RuntimeError(f"rank {spec.rank}: no data in split {spec.split!r} of {spec.root} for this rank "
