@@ -4,6 +4,20 @@ Per worker, per epoch: pieces (distributed.py) → read tar → group by key →
 filter → sample shuffle buffer → bucket + padded-seconds budget (from json durations, before decoding)
 → [skip for resume] → decode (soundfile) → mono → 16 kHz (soxr) → Numba normalise + pre-emphasis → pad → Batch.
 The torch DataLoader runs one such stream per worker (batch_size=None) and merges them round-robin.
+
+Epochs across ranks. Finite mode (infinite=False): one epoch; the pieces of distributed.py give every rank and
+worker a disjoint part, so across ranks every utterance is delivered exactly once; ranks may yield different
+batch counts (batches are cut from durations found inside the shards) and each rank's iteration simply ends —
+nothing waits on another rank. Infinite mode: each worker runs epoch, epoch+1, … on its own, so a rank never runs
+dry and training counts steps; a rank with no data at all raises instead of hanging.
+
+Determinism and resume. Batches depend only on (seed, epoch, rank, world_size, num_workers, shards, batching
+options): shard order is shuffled with (seed, epoch), the sample buffer with (seed, epoch, rank, worker).
+skip_batches=N with epoch=E reproduces exactly — same keys, same order, same Batch.index — what a run started at
+epoch E delivers after its first N batches; skipped batches are planned from tar headers and json/txt members only,
+never read or decoded as audio. Loader.position() gives the (epoch, skip_batches) that continues after the last
+delivered batch. Not reproduced: the skip counts of the skipped part, and if a whole planned batch failed to
+decode in the skipped part, resume skips one delivered batch fewer (the plan counts it, the run never delivered it).
 """
 
 from __future__ import annotations
