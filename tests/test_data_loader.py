@@ -155,3 +155,16 @@ def test_corrupt_samples_are_skipped_counted_and_named(tmp_path, caplog):
     assert len(flat(keys_of(loader))) == 10 and loader.stats[0]["decode"] + loader.stats[0]["bad_json"] == 2
     with pytest.raises(Exception, match="bad_json|decode"):
         list(build_loader(tmp_path, max_batch_seconds=4.0, num_workers=0, on_error="raise"))
+
+
+def test_damaged_shards_are_skipped_and_counted(tmp_path):
+    """A truncated shard loses its tail, a shard that is not a tar is lost: counted, the epoch goes on."""
+    utts = make_utts(12, seed=6)
+    write_shards(tmp_path, utts, [4, 4, 4])
+    data = (tmp_path / "train/shard-000000.tar").read_bytes()
+    (tmp_path / "train/shard-000000.tar").write_bytes(data[: len(data) // 2])
+    (tmp_path / "train/shard-000001.tar").write_bytes(b"not a tar at all" * 100)
+    loader = build_loader(tmp_path, max_batch_seconds=4.0, num_workers=1, seed=0)
+    got = flat(keys_of(loader))
+    assert set(u.key for u in utts[8:]) <= set(got) <= set(u.key for u in utts)
+    assert loader.stats[0]["bad_shard"] + loader.stats[0]["short_shard"] == 2

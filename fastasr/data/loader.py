@@ -54,6 +54,7 @@ class LoaderSpec:
     root: str
     split: str
     shards: tuple[str, ...]
+    shard_samples: tuple[int, ...]  # per shard, from index.json
     alphabet: str
     max_batch_seconds: float
     max_batch_size: int | None
@@ -77,7 +78,8 @@ def planned_batches(spec: LoaderSpec, role: int, epoch: int, *, handler, audio: 
     """One reader's epoch up to the batching decision; audio=False reads metadata only (same batches)."""
     pieces = pieces_for(list(spec.shards), epoch=epoch, seed=spec.seed, shuffle=spec.shuffle, rank=spec.rank,
                         world_size=spec.world_size, role=role, workers=spec.workers)
-    groups = read_groups(pieces, root=Path(spec.root), handler=handler, audio=audio)
+    groups = read_groups(pieces, root=Path(spec.root), handler=handler, audio=audio,
+                         expected=dict(zip(spec.shards, spec.shard_samples)))
     samples = map_samples(groups, partial(parse_sample, tokenizer=Tokenizer(spec.alphabet)), handler=handler,
                           stage="parse")
     samples = filter_duration(samples, min_duration=spec.min_duration, max_duration=spec.max_duration,
@@ -228,6 +230,7 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         root=str(source),
         split=split,
         shards=tuple(s["path"] for s in index["splits"][split]["shards"]),
+        shard_samples=tuple(int(s["samples"]) for s in index["splits"][split]["shards"]),
         alphabet=index["text"]["alphabet"],
         max_batch_seconds=float(max_batch_seconds),
         max_batch_size=max_batch_size,

@@ -38,20 +38,27 @@ def split_name(name: str) -> tuple[str, str]:
     return name[:dot], name[dot + 1 :]
 
 
-def read_groups(pieces: Iterable[Piece], *, root: Path, handler: Handler, audio: bool = True) -> Iterator[TarGroup]:
+def read_groups(pieces: Iterable[Piece], *, root: Path, handler: Handler, audio: bool = True,
+                expected: dict[str, int] | None = None) -> Iterator[TarGroup]:
     """Stream each piece's shard and yield the KEY groups of its part (members of a KEY are adjacent in the tar).
 
     audio=False reads metadata only: audio members are skipped by seeking (their bytes become b"") — used to plan
-    batches without reading or decoding audio.
+    batches without reading or decoding audio. `expected` (shard path → samples, from index.json) catches a shard
+    that ends early: tarfile stops silently at a damaged header in mid-file.
     """
     for piece in pieces:
         try:
-            yield from _groups_of(piece, root, audio)
-        except (OSError, tarfile.TarError, EOFError) as exc:  # unreadable or truncated shard: the rest of it is lost
-            handler(SampleError("bad_shard", f"{piece.path}: {exc}"), piece.path, "read_tar")
+            found = yield from _groups_of(piece, root, audio)
+            want = (expected or {}).get(piece.path)
+            if want is not None and found < want:
+                raise SampleError("short_shard", f"{piece.path}: {found} of {want} samples readable")
+        except (OSError, tarfile.TarError, EOFError, SampleError) as exc:  # unreadable or truncated shard
+            reason = exc.reason if isinstance(exc, SampleError) else "bad_shard"
+            handler(SampleError(reason, f"{piece.path}: {exc}"), piece.path, "read_tar")
 
 
-def _groups_of(piece: Piece, root: Path, audio: bool) -> Iterator[TarGroup]:
+def _groups_of(piece: Piece, root: Path, audio: bool):
+    """Yields the part's TarGroups; returns how many samples the shard held."""
     ordinal, key, members = -1, None, {}
     with tarfile.open(root / piece.path, mode="r:") as tar:
         for info in tar:
@@ -70,6 +77,7 @@ def _groups_of(piece: Piece, root: Path, audio: bool) -> Iterator[TarGroup]:
                 members[ext] = tar.extractfile(info).read()
         if key is not None and ordinal % piece.parts == piece.part:
             yield TarGroup(key, piece.path, ordinal, members)
+    return ordinal + 1
 
 
 def map_samples(items: Iterable, fn: Callable, *, handler: Handler, stage: str) -> Iterator:
