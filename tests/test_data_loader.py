@@ -168,3 +168,12 @@ def test_damaged_shards_are_skipped_and_counted(tmp_path):
     got = flat(keys_of(loader))
     assert set(u.key for u in utts[8:]) <= set(got) <= set(u.key for u in utts)
     assert loader.stats[0]["bad_shard"] + loader.stats[0]["short_shard"] == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_pinned_batches_move_to_the_gpu(shard_dir):
+    b = next(iter(build_loader(shard_dir, max_batch_seconds=4.0, num_workers=1)))  # pin_memory defaults to CUDA
+    assert b.audio.is_pinned() and b.tokens.is_pinned()
+    g = b.to("cuda")
+    assert g.audio.is_cuda and g.audio_lens.is_cuda and g.keys == b.keys and g.index == b.index
