@@ -5,8 +5,9 @@ tmp dir, packed into shards by tests/data_shards.py (tarfile) and also kept as l
 
 - throughput: hours of audio per second for one epoch of build_loader (shards → padded batches, worker start
   included) at 1 and 2 workers, beside decode-only on one core over the same bytes (the ceiling) and the seed's
-  per-file path (librosa.load + normalize + preemphasis + stft; at sr=16000 and at librosa's default 22050). The four are measured interleaved, round by round,
-  so that load from other jobs hits them alike; the ratios use the best round of each (extra_info).
+  per-file path (librosa.load + normalize + preemphasis + stft; at sr=16000 and at librosa's default 22050).
+  The paths are measured interleaved, round by round, so that load from other jobs hits them alike; the ratios
+  use the best round of each (extra_info).
 - padding: padded samples / total samples over an epoch, shuffled order with buckets, beside random batching.
 - memory: RSS of the loader's process and its workers before/after many epochs.
 """

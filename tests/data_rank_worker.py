@@ -1,4 +1,7 @@
-"""One rank of the 2-process gloo test (tests/test_data_distributed.py): python data_rank_worker.py RANK WORLD INIT SHARDS OUT."""
+"""One rank of the 2-process gloo test (tests/test_data_distributed.py).
+
+Usage: python data_rank_worker.py RANK WORLD INIT_METHOD SHARD_DIR OUT_JSON
+"""
 
 import json
 import sys
