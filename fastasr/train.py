@@ -8,6 +8,7 @@ all-reduce that makes every rank agree on "this step is non-finite, skip it" and
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import os
@@ -335,6 +336,13 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     save()
     if bar is not None:
         bar.close()
+    # Release the DDP reducer (which holds gloo/NCCL work objects) and the loader's iterator while the process group
+    # is alive: left to interpreter finalisation they can abort the process after training has succeeded.
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+    del it, pending, ddp
+    gc.collect()
     steps_run = max(1, totals["steps"])
     audio_h = totals["audio_s"] * d.world / 3600  # every rank saw a different batch of about the same size
     compute_h = (totals["step_s"] + totals["data_s"]) / 3600
@@ -347,7 +355,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         "step_ms": round(1000 * totals["step_s"] / steps_run, 1),
         "data_wait_ms": round(1000 * totals["data_s"] / steps_run, 1),
         "data_wait_fraction": round(totals["data_s"] / max(1e-9, totals["step_s"] + totals["data_s"]), 4),
-        "final_train_loss": logs.rows["train"][-1]["loss"] if logs.rows["train"] else float("nan"),
+        "final_train_loss": (logs.rows["train"][-1]["loss"] if logs.rows["train"]
+                             else window["loss"] / window["n"] if window["n"] else None),
     }
     if last_val:
         summary.update(val_loss=round(last_val["loss"], 4), val_wer=round(last_val["wer"], 4),

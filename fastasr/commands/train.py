@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_minutes is not None:
         extra["max_minutes"] = args.max_minutes
     config = preset(args.preset, [*args.overrides, *(f"train.{k}={v}" for k, v in extra.items())])
-    try:
-        train(args.data, args.run, config, resume=args.resume)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    train(args.data, args.run, config, resume=args.resume)
+    # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;
+    # on an exception this process exits and torchrun stops the others.
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0

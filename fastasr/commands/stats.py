@@ -1,0 +1,33 @@
+"""`fastasr stats PATH`: counts, hours, percentiles, rejects and plots of a shard directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="shard directory (with index.json) or its index.json")
+    parser.add_argument("--plots", metavar="DIR", help="write duration_vs_words.png and duration_hist.png here")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-' for stdout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastasr.stats import compute_stats, format_table
+
+    try:
+        summary = compute_stats(args.path, args.plots)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"fastasr stats: error: {err}", file=sys.stderr)
+        return 1
+    if args.json == "-":
+        print(json.dumps(summary, ensure_ascii=False, indent=1))
+        return 0
+    print(format_table(summary))
+    for p in summary.get("plots", []):
+        print(f"wrote {p}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, ensure_ascii=False, indent=1)
+    return 0

@@ -1,0 +1,170 @@
+"""OUT/index.json and OUT/rejected.tsv: building them from shard results, and combining `--part` builds.
+
+With `--part I/N`, part I writes its own `OUT/parts/index-I-of-N.json` and `OUT/parts/rejected-I-of-N.tsv`. The part
+that finds all N part files present (whichever finishes last) combines them into `OUT/index.json` and
+`OUT/rejected.tsv`; `fastasr shard --merge OUT` does the same by hand. Combining is a pure function of the part files,
+so two parts finishing at the same moment write the same bytes (each through a temporary file and a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from fastasr.split import SPLITS
+
+FORMAT = "fastasr-shards/1"
+PARTS_DIR = "parts"
+
+
+def atomic_write(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(data, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_index(
+    settings: dict,
+    shards: list[dict],
+    rejects: list[tuple[str, str, str, bool]],
+    input_rows: int,
+    listing_rows: int,
+) -> dict:
+    """The index of one build (or one part). `shards`: [{"path", "samples", "seconds", "rejected": Counter}],
+    `rejects`: (source, reason, detail, seed_rule) rows (a split's "rejected" counts the rows its shards rejected;
+    rows rejected before the split was known, duplicates and malformed lines, are only in the totals). `settings` holds text, seed, split_fractions and the rest of the options."""
+    splits = {}
+    for split in SPLITS:
+        mine = sorted((s for s in shards if s["path"].startswith(split + "/")), key=lambda s: s["path"])
+        splits[split] = {
+            "samples": sum(s["samples"] for s in mine),
+            "seconds": round(sum(s["seconds"] for s in mine), 3),
+            "shards": [{"path": s["path"], "samples": s["samples"], "seconds": round(s["seconds"], 3)} for s in mine],
+            "rejected": dict(sorted(sum((Counter(s.get("rejected", {})) for s in mine), Counter()).items())),
+        }
+    samples = sum(v["samples"] for v in splits.values())
+    by_reason = Counter(r[1] for r in rejects)
+    index = {
+        "format": FORMAT,
+        "text": settings["text"],
+        "seed": settings["seed"],
+        "split_fractions": settings["split_fractions"],
+        "splits": splits,
+        "totals": {
+            "input_rows": input_rows,
+            "samples": samples,
+            "seconds": round(sum(v["seconds"] for v in splits.values()), 3),
+            "rejected": len(rejects),
+        },
+        "rejected": dict(sorted(by_reason.items())),
+        "seed_rule": {
+            "rule": settings["seed_rule"],
+            "speaking_rate_rejects": by_reason.get("speaking_rate", 0),
+            "rejects_it_would_catch": sum(1 for r in rejects if r[3]),
+            "speaking_rate_rejects_it_would_catch": sum(1 for r in rejects if r[3] and r[1] == "speaking_rate"),
+        },
+        "settings": {k: v for k, v in settings.items() if k not in ("text", "seed", "split_fractions", "seed_rule")},
+        "listing_rows": listing_rows,
+    }
+    check_accounting(index)
+    return index
+
+
+def check_accounting(index: dict) -> None:
+    t = index["totals"]
+    if t["input_rows"] != t["samples"] + t["rejected"]:
+        raise RuntimeError(
+            f"accounting error: {t['input_rows']} input rows but {t['samples']} samples + {t['rejected']} rejected"
+        )
+
+
+def rejected_tsv(rejects: list[tuple[str, str, str, bool]]) -> str:
+    lines = ["source\treason\tdetail"]
+    for source, reason, detail, _ in sorted(rejects):
+        lines.append(f"{_clean(source)}\t{reason}\t{_clean(detail)}")
+    return "\n".join(lines) + "\n"
+
+
+def read_rejected_tsv(path: Path) -> list[tuple[str, str, str]]:
+    rows = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [tuple((line.split("\t") + ["", ""])[:3]) for line in rows if line]
+
+
+def _clean(s: str) -> str:
+    return " ".join(s.replace("\t", " ").splitlines())
+
+
+def part_paths(out: Path, part: int, parts: int) -> tuple[Path, Path]:
+    d = out / PARTS_DIR
+    return d / f"index-{part}-of-{parts}.json", d / f"rejected-{part}-of-{parts}.tsv"
+
+
+def write_outputs(out: Path, index: dict, rejects: list, part: int = 1, parts: int = 1) -> Path | None:
+    """Write the index and rejected.tsv of a build; for a part, its part files, then combine if all are there.
+    Returns the path of the combined index.json when it was written."""
+    if parts == 1:
+        atomic_write(out / "rejected.tsv", rejected_tsv(rejects))
+        atomic_write(out / "index.json", json.dumps(index, ensure_ascii=False, indent=1))
+        return out / "index.json"
+    (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    index_path, tsv_path = part_paths(out, part, parts)
+    atomic_write(tsv_path, rejected_tsv(rejects))
+    atomic_write(index_path, json.dumps({**index, "part": [part, parts]}, ensure_ascii=False, indent=1))
+    if all(part_paths(out, i, parts)[0].exists() for i in range(1, parts + 1)):
+        return merge_parts(out, parts)
+    return None
+
+
+def find_parts(out: Path) -> int:
+    names = sorted((out / PARTS_DIR).glob("index-*-of-*.json"))
+    counts = {int(p.stem.rsplit("-", 1)[1]) for p in names}
+    if len(counts) != 1:
+        raise FileNotFoundError(f"{out / PARTS_DIR} holds no part indexes, or parts of different N: {counts}")
+    return counts.pop()
+
+
+def merge_parts(out: Path, parts: int | None = None) -> Path:
+    """Combine OUT/parts/index-*-of-N.json and rejected-*-of-N.tsv into OUT/index.json and OUT/rejected.tsv."""
+    out = Path(out)
+    parts = parts or find_parts(out)
+    indexes, rejects = [], []
+    for i in range(1, parts + 1):
+        index_path, tsv_path = part_paths(out, i, parts)
+        if not index_path.exists():
+            raise FileNotFoundError(f"part {i}/{parts} has not finished: {index_path} is missing")
+        indexes.append(json.loads(index_path.read_text(encoding="utf-8")))
+        rejects += read_rejected_tsv(tsv_path)
+    first = indexes[0]
+    for idx in indexes[1:]:
+        for field in ("text", "seed", "split_fractions", "settings", "listing_rows"):
+            if idx[field] != first[field]:
+                raise ValueError(f"parts were built with different {field}: {first[field]!r} vs {idx[field]!r}")
+    merged = {k: v for k, v in first.items() if k != "part"}
+    merged["splits"] = {}
+    for split in SPLITS:
+        shards = sorted((s for idx in indexes for s in idx["splits"][split]["shards"]), key=lambda s: s["path"])
+        merged["splits"][split] = {
+            "samples": sum(s["samples"] for s in shards),
+            "seconds": round(sum(s["seconds"] for s in shards), 3),
+            "shards": shards,
+            "rejected": dict(sorted(sum((Counter(idx["splits"][split]["rejected"]) for idx in indexes),
+                                        Counter()).items())),
+        }
+    merged["totals"] = {k: sum(idx["totals"][k] for idx in indexes) for k in first["totals"]}
+    merged["totals"]["seconds"] = round(merged["totals"]["seconds"], 3)
+    merged["rejected"] = dict(sorted(sum((Counter(idx["rejected"]) for idx in indexes), Counter()).items()))
+    merged["seed_rule"] = {
+        k: (v if isinstance(v, str) else sum(idx["seed_rule"][k] for idx in indexes))
+        for k, v in first["seed_rule"].items()
+    }
+    check_accounting(merged)
+    if merged["totals"]["input_rows"] != merged["listing_rows"]:
+        raise RuntimeError(
+            f"parts cover {merged['totals']['input_rows']} rows but the listing has {merged['listing_rows']}"
+        )
+    lines = ["source\treason\tdetail"] + ["\t".join(r) for r in sorted(rejects)]
+    atomic_write(out / "rejected.tsv", "\n".join(lines) + "\n")
+    atomic_write(out / "index.json", json.dumps(merged, ensure_ascii=False, indent=1))
+    return out / "index.json"

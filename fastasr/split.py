@@ -1,0 +1,86 @@
+"""Train/val/test assignment by a salted hash of the KEY, and the cut of each split into shards.
+
+The split of a key depends on nothing but (seed, key, fractions): adding utterances later never moves an old one.
+Shards are cut from the sorted keys of each split, so a rerun (or another machine with `--part`) computes exactly
+the same plan from the same listing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_fractions(spec: str) -> dict[str, float]:
+    """'0.6,0.2,0.2' → {'train': 0.6, 'val': 0.2, 'test': 0.2}; proportions (6,2,2) are normalised."""
+    try:
+        values = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"--split wants three numbers like 0.6,0.2,0.2, got {spec!r}") from None
+    if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0:
+        raise ValueError(f"--split wants three non-negative numbers with a positive sum, got {spec!r}")
+    total = sum(values)
+    return {name: v / total for name, v in zip(SPLITS, values)}
+
+
+def hash_unit(key: str, seed: int) -> float:
+    """A uniform number in [0, 1) fixed by (seed, key)."""
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def assign_split(key: str, seed: int, fractions: dict[str, float]) -> str:
+    u = hash_unit(key, seed)
+    edge = 0.0
+    for name in SPLITS[:-1]:
+        edge += fractions[name]
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: its path relative to OUT and the input rows (indices into the listing) it holds."""
+
+    split: str
+    number: int
+    rows: tuple[int, ...]
+
+    @property
+    def path(self) -> str:
+        return f"{self.split}/shard-{self.number:06d}.tar"
+
+
+def plan_shards(keys_by_split: dict[str, list[tuple[str, int]]], shard_size: int) -> list[ShardPlan]:
+    """Sort each split's (key, row) pairs and cut them into shards of `shard_size` input rows.
+
+    A shard holds at most `shard_size` samples (fewer when some of its rows are rejected): cutting on input rows
+    rather than on accepted samples is what lets every shard be written independently and reproducibly.
+    """
+    plans = []
+    for split in SPLITS:
+        items = sorted(keys_by_split.get(split, ()))
+        for number, start in enumerate(range(0, len(items), shard_size)):
+            plans.append(ShardPlan(split, number, tuple(i for _, i in items[start : start + shard_size])))
+    return plans
+
+
+def parse_part(spec: str | None) -> tuple[int, int]:
+    """'2/4' → (2, 4). Part numbers are 1-based; from a 0-based job array: `--part $((SLURM_ARRAY_TASK_ID + 1))/N`."""
+    if spec is None:
+        return 1, 1
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--part wants I/N like 2/4, got {spec!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--part I/N needs 1 <= I <= N (parts are numbered from 1), got {spec!r}")
+    return i, n
+
+
+def shards_of_part(plans: list[ShardPlan], part: int, parts: int) -> list[ShardPlan]:
+    """Round-robin over the global shard list, so every part gets a share of every split."""
+    return [p for k, p in enumerate(plans) if k % parts == part - 1]

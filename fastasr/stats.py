@@ -1,0 +1,160 @@
+"""Statistics of a shard directory: counts, hours, duration and speaking-rate percentiles, rejects, plots.
+
+Everything comes from index.json and the shards' `.json`/`.txt` members; audio members are skipped over unread (no
+decode), so stats over a whole corpus cost about as much as reading the tar headers.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastasr.row_check import chars_per_second
+from fastasr.split import SPLITS
+
+PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+
+
+@dataclass
+class SplitStats:
+    durations: list[float] = field(default_factory=list)
+    words: list[int] = field(default_factory=list)
+    cps: list[float] = field(default_factory=list)
+
+
+def load_index(path: str | Path) -> tuple[Path, dict]:
+    path = Path(path)
+    index_path = path / "index.json" if path.is_dir() else path
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found: PATH must be a shard directory made by `fastasr shard`")
+    return index_path.parent, json.loads(index_path.read_text(encoding="utf-8"))
+
+
+def iter_shard_records(tar_path: Path):
+    """(key, info dict, text) per sample of one shard, reading only the small members."""
+    pending: dict[str, dict] = {}
+    with tarfile.open(tar_path, "r:") as tar:
+        for member in tar:
+            # WebDataset's rule: the extension starts at the first dot of the last path component
+            ext = member.name.rpartition("/")[2].partition(".")[2]
+            key = member.name[: -len(ext) - 1]
+            if ext not in ("json", "txt"):
+                continue  # tarfile seeks over the audio bytes without reading them
+            data = tar.extractfile(member).read().decode("utf-8")
+            slot = pending.setdefault(key, {})
+            slot[ext] = json.loads(data) if ext == "json" else data
+            if len(slot) == 2:
+                del pending[key]
+                yield key, slot["json"], slot["txt"]
+
+
+def collect(root: Path, index: dict) -> dict[str, SplitStats]:
+    out = {}
+    for split in SPLITS:
+        st = SplitStats()
+        for shard in index["splits"].get(split, {}).get("shards", []):
+            for _, info, text in iter_shard_records(root / shard["path"]):
+                st.durations.append(info["duration"])
+                st.words.append(len(text.split()))
+                st.cps.append(chars_per_second(text, info["duration"]))
+        out[split] = st
+    return out
+
+
+def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
+    """A JSON-able summary: per split and overall counts, hours and percentiles; rejects by reason."""
+
+    def block(st: SplitStats) -> dict:
+        d = np.asarray(st.durations, dtype=np.float64)
+        c = np.asarray(st.cps, dtype=np.float64)
+        res = {"samples": int(d.size), "hours": float(d.sum() / 3600), "words": int(sum(st.words))}
+        if d.size:
+            res["duration_percentiles"] = _percentiles(d, 3)
+            res["cps_percentiles"] = _percentiles(c, 2)
+        return res
+
+    everything = SplitStats()
+    for st in per_split.values():
+        everything.durations += st.durations
+        everything.words += st.words
+        everything.cps += st.cps
+    return {
+        "splits": {split: {**block(st), "rejected": index["splits"][split].get("rejected", {})}
+                   for split, st in per_split.items()},
+        "all": block(everything),
+        "input_rows": index["totals"]["input_rows"],
+        "rejected": index["rejected"],
+        "seed_rule": index.get("seed_rule"),
+    }
+
+
+def _percentiles(x: np.ndarray, digits: int) -> dict[str, float]:
+    return {f"p{q}": round(float(v), digits) for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES))}
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'split':<7}{'samples':>9}{'hours':>9}{'dur p5':>8}{'p50':>7}{'p95':>7}{'max':>7}"
+             f"{'cps p5':>8}{'p50':>7}{'p95':>7}"]
+    for name, b in [*summary["splits"].items(), ("all", summary["all"])]:
+        row = f"{name:<7}{b['samples']:>9}{b['hours']:>9.3f}"
+        if b["samples"]:
+            dp, cp = b["duration_percentiles"], b["cps_percentiles"]
+            row += f"{dp['p5']:>8.2f}{dp['p50']:>7.2f}{dp['p95']:>7.2f}{dp['p100']:>7.2f}"
+            row += f"{cp['p5']:>8.1f}{cp['p50']:>7.1f}{cp['p95']:>7.1f}"
+        lines.append(row)
+    rejected = summary["rejected"]
+    lines.append(f"input rows {summary['input_rows']}, rejected {sum(rejected.values())}")
+    lines.append(f"  {'reason':<24}{'all':>8}" + "".join(f"{s:>8}" for s in summary["splits"]))
+    for reason, n in rejected.items():
+        per = "".join(f"{b['rejected'].get(reason, 0):>8}" for b in summary["splits"].values())
+        lines.append(f"  {reason:<24}{n:>8}{per}")
+    return "\n".join(lines)
+
+
+def plot(per_split: dict[str, SplitStats], plots_dir: Path) -> list[Path]:
+    """The seed's scatter (duration vs words) and a duration histogram, one colour per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for split, st in per_split.items():
+        if st.durations:
+            ax.scatter(st.durations, st.words, s=4, alpha=0.4, label=split)
+    ax.set_xlabel("duration, s")
+    ax.set_ylabel("words")
+    ax.set_title("duration vs words")
+    ax.legend()
+    paths.append(plots_dir / "duration_vs_words.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    data = [st.durations for st in per_split.values() if st.durations]
+    labels = [split for split, st in per_split.items() if st.durations]
+    if data:
+        ax.hist(data, bins=50, stacked=True, label=labels)
+        ax.legend()
+    ax.set_xlabel("duration, s")
+    ax.set_ylabel("utterances")
+    ax.set_title("duration histogram")
+    paths.append(plots_dir / "duration_hist.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def compute_stats(path: str | Path, plots_dir: str | Path | None = None) -> dict:
+    root, index = load_index(path)
+    per_split = collect(root, index)
+    summary = summarize(index, per_split)
+    if plots_dir is not None:
+        summary["plots"] = [str(p) for p in plot(per_split, Path(plots_dir))]
+    return summary
