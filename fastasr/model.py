@@ -1,6 +1,6 @@
 """The RNN-Transducer: convolutional subsampling → encoder (Conformer or BiLSTM) → LSTM predictor → joiner.
 
-The joiner is `act(enc_proj[:, :, None] + pred_proj[:, None]) -> Linear(H, V)` (CONTRACTS.md); training never builds
+The joiner is `act(enc_proj[:, :, None] + pred_proj[:, None]) -> Linear(H, V)` (DESIGN.md); training never builds
 that 4-D tensor but hands `enc_proj`, `pred_proj` and the output layer's weight and bias to `fused_rnnt_loss`.
 Padded frames are masked after every layer that mixes time, so a batched utterance encodes exactly as it does alone.
 """

@@ -62,13 +62,9 @@ def check_row(row: Row, text_config: TextConfig, filters: Filters) -> Sample | R
         return Reject(row.source, row.reject, row.detail)
     if row.audio is None:
         return Reject(row.source, "audio_missing", "no audio file for this transcript")
-    try:
-        with open(row.audio, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return Reject(row.source, "audio_missing", row.audio)
-    except OSError as err:
-        return Reject(row.source, "audio_unreadable", f"{type(err).__name__}: {err.strerror}")
+    data = _read_bytes(row, row.audio, "audio_missing", "audio_unreadable")
+    if isinstance(data, Reject):
+        return data
 
     raw = _read_transcript(row)
     if isinstance(raw, Reject):
@@ -95,19 +91,25 @@ def check_row(row: Row, text_config: TextConfig, filters: Filters) -> Sample | R
     return Sample(row.key, row.source, ext, data, text, raw, duration, info.sample_rate, info.channels)
 
 
+def _read_bytes(row: Row, path: str, missing: str, unreadable: str) -> bytes | Reject:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return Reject(row.source, missing, path)
+    except OSError as err:
+        return Reject(row.source, unreadable, f"{type(err).__name__}: {err.strerror}")
+
+
 def _read_transcript(row: Row) -> str | Reject:
     if row.text is not None:
         raw = row.text
     else:
         if row.text_path is None:
             return Reject(row.source, "transcript_missing", "no .txt beside the audio")
-        try:
-            with open(row.text_path, "rb") as f:
-                blob = f.read()
-        except FileNotFoundError:
-            return Reject(row.source, "transcript_missing", row.text_path)
-        except OSError as err:
-            return Reject(row.source, "transcript_missing", f"{type(err).__name__}: {err.strerror}")
+        blob = _read_bytes(row, row.text_path, "transcript_missing", "transcript_missing")
+        if isinstance(blob, Reject):
+            return blob
         try:
             raw = blob.decode("utf-8-sig")
         except UnicodeDecodeError as err:

@@ -18,6 +18,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from .scalar import logaddexp
+
 NEG_INF = -np.inf
 # Flags for the V-wide reductions: reassociation lets LLVM vectorise the sums; no 'nnan'/'ninf', -inf is meaningful.
 _VFLAGS = {"reassoc", "nsz"}
@@ -65,16 +67,7 @@ def _fexp_overload(x):
     return lambda x: math.exp(x)
 
 
-@njit(cache=True, inline="always")
-def _logaddexp(a, b):
-    # -inf-safe: log(exp(a) + exp(b)) without (-inf) - (-inf) = NaN.
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+_logaddexp = njit(cache=True, inline="always")(logaddexp)
 
 
 @njit(parallel=True, cache=True, fastmath=_VFLAGS)

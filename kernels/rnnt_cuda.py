@@ -9,19 +9,11 @@ import math
 
 from numba import cuda
 
-NEG_INF = -math.inf
+from .scalar import NEG_INF, logaddexp
+
 MAX_THREADS = 256
 
-
-@cuda.jit(device=True, inline=True)
-def _logaddexp(a, b):
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+_logaddexp = cuda.jit(device=True, inline=True)(logaddexp)
 
 
 @cuda.jit

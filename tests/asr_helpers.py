@@ -37,7 +37,7 @@ def _opus(seconds: float, seed: int, sr: int = 16000, channels: int = 1, fmt=("O
 
 
 def make_shards(out, shard_sizes=None, *, seconds=(0.4, 1.0)) -> dict:
-    """A shard directory per CONTRACTS.md packed with tarfile: by default train shards of 7, 5 and 4 samples (they
+    """A shard directory in DESIGN.md's format, packed with tarfile: by default train shards of 7, 5 and 4 samples (they
     do not divide evenly over 2 ranks or batches), one val shard of 4, one test shard of 5."""
     import io
     import json

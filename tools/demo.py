@@ -36,14 +36,14 @@ def has_cuda() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--utterances", type=int, default=None, help="corpus size (default: 3000 CPU, 12000 GPU)")
+    parser.add_argument("--utterances", type=int, default=None, help="corpus size (default: 6000 CPU, 12000 GPU)")
     parser.add_argument("--train-minutes", type=float, default=None, help="training budget (default 20 CPU, 20 GPU)")
     parser.add_argument("--preset", default=None, help="model preset (default tiny on CPU, small on GPU)")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
     args = parser.parse_args()
 
     gpu = has_cuda()
-    n_utt = args.utterances or (12000 if gpu else 3000)
+    n_utt = args.utterances or (12000 if gpu else 6000)
     minutes = args.train_minutes or 20.0
     preset = args.preset or ("small" if gpu else "tiny")
     out = args.out.resolve()

@@ -1,4 +1,4 @@
-"""Shards → dynamically padded batches (CONTRACTS.md "Loader"): `build_loader` and `Batch`."""
+"""Shards → dynamically padded batches (DESIGN.md): `build_loader` and `Batch`."""
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .loader import Loader, build_loader

@@ -210,7 +210,7 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
                  max_batch_size: int | None = None, shuffle_buffer: int = 1000,
                  bucket_edges: tuple[float, ...] | None = None, min_duration: float = 0.0,
                  max_duration: float | None = None, on_error: str = "skip", prefetch_factor: int = 4) -> Loader:
-    """Batches of split `split` of the shard directory `source` for this rank (see CONTRACTS.md).
+    """Batches of split `split` of the shard directory `source` for this rank (DESIGN.md).
 
     max_batch_seconds bounds B × (longest duration in the batch), from the json durations. infinite=False: one
     epoch, each rank its part (across ranks every utterance exactly once); infinite=True: epoch, epoch+1, … forever.

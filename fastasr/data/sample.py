@@ -2,7 +2,7 @@
 
 TarGroup (members of one KEY read from a shard) → Sample (metadata parsed: duration, text, token ids; audio still
 compressed bytes) → PlannedBatch (samples chosen by the bucketing/budget decision, before any decoding) → Batch
-(decoded, padded tensors; the contract of CONTRACTS.md). EpochEnd is the per-worker marker carrying the skip counts.
+(decoded, padded tensors; the contract of DESIGN.md). EpochEnd is the per-worker marker carrying the skip counts.
 """
 
 from __future__ import annotations
