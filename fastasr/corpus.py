@@ -82,13 +82,13 @@ def walk_directory(root: Path) -> Iterator[Row]:
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        for name in filenames:
+        for name in sorted(filenames):
             stem, ext = os.path.splitext(name)
             ext = ext.lower()
             if ext in AUDIO_EXTENSIONS:
                 audio.setdefault(rel_dir + stem, []).append(rel_dir + name)
             elif ext == ".txt":
-                texts[rel_dir + stem] = rel_dir + name
+                texts.setdefault(rel_dir + stem, rel_dir + name)  # a.TXT beside a.txt: the first in sort order
     for stem in sorted(audio.keys() | texts.keys()):
         txt = texts.get(stem)
         text_path = str(root / txt) if txt else None
@@ -132,10 +132,13 @@ def read_jsonl_manifest(path: Path, root: Path) -> Iterator[Row]:
                 yield _malformed(path, lineno, f"{type(err).__name__}: {err}")
                 continue
             text = obj.get("text")
+            if text is not None and not isinstance(text, str):
+                yield _malformed(path, lineno, f"text is a {type(text).__name__}, not a string")
+                continue
             yield Row(
                 source=_relative(audio, root),
                 audio=str(_resolve(audio, root)),
-                text=text if isinstance(text, str) else None,
+                text=text,
                 # a row with no "text" field falls back to the .txt beside the audio, like the directory walk
                 text_path=str(_resolve(os.path.splitext(audio)[0] + ".txt", root)) if text is None else None,
             )

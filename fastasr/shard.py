@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fastasr.corpus import Row, read_source
 from fastasr.row_check import SEED_RULE, Filters, Reject, Sample, check_row
-from fastasr.shard_index import build_index, write_outputs
+from fastasr.shard_index import build_index, part_paths, write_outputs
 from fastasr.split import SPLITS, ShardPlan, assign_split, plan_shards, shards_of_part
 from fastasr.text import DEFAULT_TEXT, TextConfig
 
@@ -85,12 +85,15 @@ def build_shards(
         raise ValueError(f"no input rows in {source}" + (f" with manifest {manifest}" if manifest else ""))
     plans, pre_rejects = _plan(rows, options)
     mine = shards_of_part(plans, *part)
+    plan_digest = _plan_digest(plans, pre_rejects, rows)
     if part[0] != 1:
         pre_rejects = []  # rows rejected before planning (duplicates, malformed lines) belong to part 1
 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("index.json", "rejected.tsv"):  # an index present means a complete dataset; not during a rebuild
         (out / name).unlink(missing_ok=True)
+    for stale in part_paths(out, *part) if part != (1, 1) else ():
+        stale.unlink(missing_ok=True)  # this part's files from an earlier run must not join the merge
     settings = options.settings()
     tasks = [_task(p, rows, settings, options, out) for p in mine]
     results, written = _run_tasks(tasks, workers, progress, total=sum(len(p.rows) for p in mine))
@@ -101,9 +104,22 @@ def build_shards(
                "rejected": Counter(x[1] for x in r["rejects"])} for r in results]
     rejects = [(r.source, r.reason, r.detail, r.seed_rule) for r in pre_rejects]
     rejects += [tuple(x) for r in results for x in r["rejects"]]
-    index = build_index(settings, shards, rejects, sum(len(p.rows) for p in mine) + len(pre_rejects), len(rows))
+    index = build_index({**settings, "plan": plan_digest}, shards, rejects,
+                        sum(len(p.rows) for p in mine) + len(pre_rejects), len(rows))
     index_path = write_outputs(out, index, rejects, *part)
     return BuildResult(index, index_path, written, len(tasks) - written, time.perf_counter() - start)
+
+
+def _plan_digest(plans: list[ShardPlan], pre_rejects: list[Reject], rows: list[Row]) -> str:
+    """What every part computes alike from the listing: merging refuses parts whose plans differ (another listing)."""
+    h = hashlib.sha256()
+    for p in plans:
+        h.update(p.path.encode())
+        for i in p.rows:
+            h.update(b"\0" + rows[i].source.encode())
+    for r in pre_rejects:
+        h.update(b"\1" + r.source.encode())
+    return h.hexdigest()[:16]
 
 
 def _plan(rows: list[Row], options: ShardOptions) -> tuple[list[ShardPlan], list[Reject]]:
@@ -211,6 +227,10 @@ def write_shard(task: _Task) -> dict:
             if time.monotonic() - last > 0.25:
                 _report(pending_rows, pending_seconds)
                 pending_rows, pending_seconds, last = 0, 0.0, time.monotonic()
+    meta_path = _meta_path(out, task.plan_path)
+    # The old sidecar goes first: killed between the two renames, a rerun must find no sidecar and redo the shard,
+    # never an old sidecar vouching for a tar written with other options.
+    meta_path.unlink(missing_ok=True)
     os.replace(tmp, tar_path)
     _report(pending_rows, pending_seconds)
     meta = {
@@ -222,7 +242,6 @@ def write_shard(task: _Task) -> dict:
         "fingerprint": task.fingerprint,
         "inputs": inputs,
     }
-    meta_path = _meta_path(out, task.plan_path)
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     meta_tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")

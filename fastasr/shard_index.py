@@ -164,7 +164,6 @@ def merge_parts(out: Path, parts: int | None = None) -> Path:
         raise RuntimeError(
             f"parts cover {merged['totals']['input_rows']} rows but the listing has {merged['listing_rows']}"
         )
-    lines = ["source\treason\tdetail"] + ["\t".join(r) for r in sorted(rejects)]
-    atomic_write(out / "rejected.tsv", "\n".join(lines) + "\n")
+    atomic_write(out / "rejected.tsv", rejected_tsv([(*r, False) for r in rejects]))
     atomic_write(out / "index.json", json.dumps(merged, ensure_ascii=False, indent=1))
     return out / "index.json"
