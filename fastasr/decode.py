@@ -10,12 +10,8 @@ import math
 
 import torch
 
+from fastasr.kernels.scalar import logaddexp as _logaddexp
 from fastasr.model import Transducer
-
-
-def _logaddexp(a: float, b: float) -> float:
-    hi = max(a, b)
-    return hi if hi == -math.inf else hi + math.log(math.exp(a - hi) + math.exp(b - hi))
 
 
 def _select_state(mask: torch.Tensor, new, old):

@@ -220,6 +220,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if len(saved["data"]) != d.world:
+            raise ValueError(f"{run / 'last.pt'} was written by {len(saved['data'])} ranks and this run has {d.world}: "
+                             "the data positions and random streams are per rank, so resume with the same world size")
         step, elapsed, skipped = saved["step"], saved["progress"]["elapsed_s"], saved["progress"]["skipped_steps"]
         epoch, consumed = saved["data"][d.rank]["epoch"], saved["data"][d.rank]["batches"]
     ddp = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else model
@@ -234,7 +237,11 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         print(f"model: {count_parameters(model) / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, "
               f"world {d.world} on {d.device}; starting at step {step}", flush=True)
 
+    saved_at = step  # the step the checkpoint on disk holds (none yet, or the one resumed from)
+
     def save(name: str = "last.pt") -> None:
+        nonlocal saved_at
+        saved_at = step
         positions = _gather({"epoch": epoch, "batches": consumed}, d)
         rngs = _gather(ckpt_io.rng_state(), d)
         digests = _gather(ckpt_io.weights_digest(model), d)  # DDP keeps ranks bit-identical; this records it
@@ -250,7 +257,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         from tqdm import tqdm
 
         bar = tqdm(total=t.max_steps or None, initial=step, unit="step", dynamic_ncols=True)
-    window = {"loss": 0.0, "n": 0, "step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "grad_norm": 0.0}
+    window = {"loss": 0.0, "n": 0, "steps": 0, "step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "grad_norm": 0.0}
     totals = {"step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "steps": 0}
     last_val: dict = {}
     it = iter(loader)
@@ -303,6 +310,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
             window[k] += v
             totals[k] += v
         totals["steps"] += 1
+        window["steps"] += 1
         if not bad:
             window["loss"] += float(loss.detach())
             window["grad_norm"] += float(grad_norm)
@@ -311,7 +319,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", skipped=skipped)
         if step % t.log_every == 0 and window["n"]:
-            n_steps = t.log_every
+            n_steps = window["steps"]
             logs.write("train", {"step": step, "loss": window["loss"] / window["n"], "lr": lr,
                                  "grad_norm": window["grad_norm"] / window["n"], "skipped_steps": skipped,
                                  "step_ms": 1000 * window["step_s"] / n_steps,
@@ -319,9 +327,11 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
                                  "audio_x_realtime": window["audio_s"] * d.world / max(1e-9, window["step_s"]
                                                                                           + window["data_s"]),
                                  "elapsed_s": elapsed, "epoch": epoch})
-            window = dict.fromkeys(window, 0.0)
+        if step % t.log_every == 0:
+            window = dict.fromkeys(window, 0)  # a window of skipped steps only is dropped, not carried over
         time_up = t.max_minutes and elapsed >= 60.0 * t.max_minutes
-        if d.is_main and (step % t.val_every == 0 or time_up) and val_batches:
+        last_step = time_up or (t.max_steps and step >= t.max_steps)
+        if d.is_main and (step % t.val_every == 0 or last_step) and val_batches:
             last_val = validate(model, tokenizer, frontend, val_batches, d.device)
             logs.write("val", {"step": step, "loss": last_val["loss"], "wer": last_val["wer"],
                                "cer": last_val["cer"]})
@@ -333,15 +343,14 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         if time_up:
             break
 
-    save()
+    if saved_at != step:
+        save()
     if bar is not None:
         bar.close()
     # Release the DDP reducer (which holds gloo/NCCL work objects) and the loader's iterator while the process group
     # is alive: left to interpreter finalisation they can abort the process after training has succeeded.
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
-    del it, pending, ddp
+    it.close()
+    del it, ddp
     gc.collect()
     steps_run = max(1, totals["steps"])
     audio_h = totals["audio_s"] * d.world / 3600  # every rank saw a different batch of about the same size

@@ -62,11 +62,10 @@ def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: i
 
     valid = torch.arange(U1 - 1, device=device)[None, :] < target_lengths[:, None]  # (B, U)
     targets = targets.long()
-    if bool(valid.any()):
-        bad = valid & ((targets < 0) | (targets >= V))
-        if bool(bad.any()):
-            b, u = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(f"targets[{b}, {u}] = {int(targets[b, u])} out of range [0, {V})")
+    bad = valid & ((targets < 0) | (targets >= V))
+    if bool(bad.any()):  # a sync on CUDA; the error it guards would otherwise be an out-of-bounds gather
+        b, u = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"targets[{b}, {u}] = {int(targets[b, u])} out of range [0, {V})")
     safe = torch.zeros(B, U1, dtype=torch.long, device=device)  # (B, U+1)
     safe[:, :-1] = torch.where(valid, targets, 0)
     return safe, logit_lengths, target_lengths, blank
