@@ -65,7 +65,9 @@ def cpu_seconds() -> float:
 def decode_only(utts) -> int:
     n = 0
     for u in utts:
-        n += sf.read(io.BytesIO(u.audio), dtype="float32")[0].size
+        audio = sf.read(io.BytesIO(u.audio), dtype="float32")[0]
+        n += audio.size
+        float(audio.sum())  # every path reads its output once, as a consumer would
     return n
 
 
@@ -73,6 +75,7 @@ def loader_epoch(shards: Path, workers: int) -> int:
     n = 0
     for b in build_loader(shards, max_batch_seconds=BATCH_SECONDS, num_workers=workers, seed=0, pin_memory=False):
         n += int(b.audio_lens.sum())
+        float(b.audio.sum())  # a consumer reads the batch: the first touch of the worker's shared memory is here
     return n
 
 

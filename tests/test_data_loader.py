@@ -177,3 +177,17 @@ def test_pinned_batches_move_to_the_gpu(shard_dir):
     assert b.audio.is_pinned() and b.tokens.is_pinned()
     g = b.to("cuda")
     assert g.audio.is_cuda and g.audio_lens.is_cuda and g.keys == b.keys and g.index == b.index
+
+
+def test_batch_survives_pickling(shard_dir):
+    """What a worker sends through the DataLoader queue comes back equal, small tensors included."""
+    import pickle
+
+    import torch
+
+    batch = next(iter(build_loader(shard_dir, max_batch_seconds=30.0, num_workers=0, pin_memory=False)))
+    back = pickle.loads(pickle.dumps(batch))
+    for name in ("audio", "audio_lens", "tokens", "token_lens"):
+        a, b = getattr(batch, name), getattr(back, name)
+        assert isinstance(b, torch.Tensor) and b.dtype == a.dtype and torch.equal(a, b), name
+    assert (back.keys, back.texts, back.epoch, back.index) == (batch.keys, batch.texts, batch.epoch, batch.index)

@@ -95,6 +95,12 @@ class Batch:
             token_lens=self.token_lens.to(device, non_blocking=non_blocking),
         )
 
+    def __reduce__(self):
+        # Through the DataLoader's worker queue every tensor would travel as its own shared-memory block with its
+        # own descriptor hand-off; only the audio is worth that: the three small CPU tensors go inline.
+        small = [t.numpy() if t.device.type == "cpu" else t for t in (self.audio_lens, self.tokens, self.token_lens)]
+        return _rebuild_batch, (self.audio, *small, self.keys, self.texts, self.epoch, self.index)
+
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader's pinning thread (torch looks for this method)."""
         return replace(
@@ -104,3 +110,8 @@ class Batch:
             tokens=self.tokens.pin_memory(),
             token_lens=self.token_lens.pin_memory(),
         )
+
+
+def _rebuild_batch(audio, audio_lens, tokens, token_lens, keys, texts, epoch, index) -> Batch:
+    return Batch(audio, torch.as_tensor(audio_lens), torch.as_tensor(tokens), torch.as_tensor(token_lens), keys, texts,
+                 epoch, index)
