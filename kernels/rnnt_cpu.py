@@ -6,7 +6,8 @@ next label (move to u+1). So the work splits into
      softmax  (V-wide, parallel over b·t)
   2. ``lattice``: alpha/beta over (T, U+1) per sequence -> cost and d cost / d(blank, label log-prob)  (parallel over b)
   3. ``logits_grad``: the V-wide gradient, softmax x node occupancy + the two posteriors  (parallel over b·t)
-The fused loss (fastasr.loss.fused) does 1 and 3 in torch chunk by chunk and only uses ``lattice`` from here.
+The fused loss (fastasr.loss.fused) runs chunk by chunk: ``lattice`` plus the chunk kernels ``chunk_log_probs`` and
+``chunk_grad`` below, which do 1 and 3 for one sequence's rows.
 
 Every kernel is dtype-generic (float32 or float64 arrays); impossible sequences (log P = -inf) get cost +inf and an
 all-zero gradient, never NaN.
@@ -18,9 +19,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from .scalar import logaddexp
+from .scalar import NEG_INF, logaddexp
 
-NEG_INF = -np.inf
 # Flags for the V-wide reductions: reassociation lets LLVM vectorise the sums; no 'nnan'/'ninf', -inf is meaningful.
 _VFLAGS = {"reassoc", "nsz"}
 

@@ -66,7 +66,7 @@ def test_gpu_torch_path_matches_cpu_kernels(fused_log_softmax):
         B=B, T=T, U1=U + 1, V=V, blank=-1, device=logits.device)
     args = (logits, targets, tl, ul, blank, fused_log_softmax)
     want = dispatch.gather_log_probs(*args, store_probs=True)
-    got = dispatch._gather_torch(*args)
+    got = dispatch._gather_torch(logits, targets, blank, fused_log_softmax)
     inside = ((torch.arange(T)[None, :, None] < tl[:, None, None])
               & (torch.arange(U + 1)[None, None, :] <= ul[:, None, None]))  # (B, T, U+1)
     label_inside = inside & (torch.arange(U + 1)[None, None, :] < ul[:, None, None])

@@ -103,7 +103,7 @@ def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int,
     probs: the softmax (B, T, U+1, V) if ``store_probs`` on CPU with the fused log-softmax, else None."""
     B, T, U1, V = logits.shape
     if logits.is_cuda:
-        return _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax) + (None,)
+        return _gather_torch(logits, targets, blank, fused_log_softmax) + (None,)
     from fastasr.kernels import rnnt_cpu
 
     log_norm = torch.empty(B, T, U1, dtype=logits.dtype)  # (B, T, U+1)
@@ -117,7 +117,7 @@ def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int,
     return log_norm, blank_lp, label_lp, probs if store_probs else None
 
 
-def _gather_torch(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax):
+def _gather_torch(logits, targets, blank, fused_log_softmax):
     # GPU path: the V-wide reductions are what torch's kernels are good at; only the lattice needs our own kernel.
     if fused_log_softmax:
         log_norm = torch.logsumexp(logits, dim=-1)  # (B, T, U+1)
