@@ -5,10 +5,10 @@ sorts each split's keys and cuts them into shards of `shard_size` input rows. Th
 and the options, so a rerun, or another machine running `--part I/N`, computes the same one. Workers then write
 whole shards: each row is checked (`row_check`), accepted samples go into `KEY.{opus,wav,flac}` / `KEY.txt` /
 `KEY.json` members with fixed tar metadata, so the same inputs give byte-identical shards. A shard is written to a
-temporary name and renamed; then its sidecar `OUT/.meta/<split>/shard-NNNNNN.json` (counts, rejects, and a
-fingerprint of its rows and options, sizes and mtimes of its input files) is written and renamed. The sidecar is the
-commit mark: a rerun skips a shard whose sidecar matches (same rows, options and unchanged files) and whose tar has
-the recorded size, and rewrites any other.
+temporary name and renamed, any older sidecar removed first; then its sidecar `OUT/.meta/<split>/shard-NNNNNN.json`
+(counts, rejects, and a fingerprint of its rows and options, sizes and mtimes of its input files) is written and
+renamed. The sidecar is the commit mark: a rerun skips a shard whose sidecar matches (same rows, options and
+unchanged files) and whose tar has the recorded size, and rewrites any other.
 """
 
 from __future__ import annotations

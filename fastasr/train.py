@@ -318,17 +318,17 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", skipped=skipped)
-        if step % t.log_every == 0 and window["n"]:
-            n_steps = window["steps"]
-            logs.write("train", {"step": step, "loss": window["loss"] / window["n"], "lr": lr,
-                                 "grad_norm": window["grad_norm"] / window["n"], "skipped_steps": skipped,
-                                 "step_ms": 1000 * window["step_s"] / n_steps,
-                                 "data_wait_ms": 1000 * window["data_s"] / n_steps,
-                                 "audio_x_realtime": window["audio_s"] * d.world / max(1e-9, window["step_s"]
-                                                                                          + window["data_s"]),
-                                 "elapsed_s": elapsed, "epoch": epoch})
         if step % t.log_every == 0:
-            window = dict.fromkeys(window, 0)  # a window of skipped steps only is dropped, not carried over
+            if window["n"]:  # a window of skipped steps only is dropped, not carried over
+                n_steps = window["steps"]
+                logs.write("train", {"step": step, "loss": window["loss"] / window["n"], "lr": lr,
+                                     "grad_norm": window["grad_norm"] / window["n"], "skipped_steps": skipped,
+                                     "step_ms": 1000 * window["step_s"] / n_steps,
+                                     "data_wait_ms": 1000 * window["data_s"] / n_steps,
+                                     "audio_x_realtime": window["audio_s"] * d.world / max(1e-9, window["step_s"]
+                                                                                              + window["data_s"]),
+                                     "elapsed_s": elapsed, "epoch": epoch})
+            window = dict.fromkeys(window, 0)
         time_up = t.max_minutes and elapsed >= 60.0 * t.max_minutes
         last_step = time_up or (t.max_steps and step >= t.max_steps)
         if d.is_main and (step % t.val_every == 0 or last_step) and val_batches:
