@@ -16,7 +16,7 @@ durations = st.lists(st.floats(0.05, 30.0, allow_nan=False), min_size=0, max_siz
 
 
 def fake(i: int, d: float) -> Sample:
-    return Sample(f"k{i}", d, "а", np.ones(1, np.int64), "wav", b"")
+    return Sample(f"k{i}", d, "а", np.ones(1, np.int64), b"")
 
 
 @settings(max_examples=200, deadline=None)

@@ -31,10 +31,6 @@ class DurationBuckets:
         if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
             raise ValueError(f"bucket edges must increase strictly: {self.edges}")
 
-    @property
-    def count(self) -> int:
-        return len(self.edges) + 1
-
     def index(self, duration: float) -> int:
         return bisect_right(self.edges, duration)
 

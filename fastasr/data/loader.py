@@ -104,7 +104,7 @@ def reader_items(spec: LoaderSpec, role: int, epoch: int, infinite: bool, *, han
             samples += len(planned.samples)
             yield planned
         counts = handler.take() if isinstance(handler, SkipAndCount) else {}
-        yield EpochEnd(epoch, role, spec.rank, batches, samples, counts)
+        yield EpochEnd(epoch, batches, samples, counts)
         if not infinite or batches == 0:
             return
         epoch += 1

@@ -32,8 +32,6 @@ class TarGroup:
     """The members of one KEY, as read from the tar (audio bytes are b"" when reading metadata only)."""
 
     key: str
-    shard: str
-    ordinal: int  # position of the KEY in its shard
     members: dict[str, bytes]
 
 
@@ -45,8 +43,7 @@ class Sample:
     duration: float  # seconds, from the json member: the batching decision is made before decoding
     text: str
     tokens: np.ndarray  # int64 (U,)
-    audio_format: str  # opus | wav | flac
-    audio_bytes: bytes
+    audio_bytes: bytes  # opus | wav | flac; soundfile tells them apart by their content
 
 
 @dataclass
@@ -63,8 +60,6 @@ class EpochEnd:
     """Sent by each worker after its part of an epoch; the loader aggregates it and never delivers it."""
 
     epoch: int
-    worker: int
-    rank: int
     batches: int
     samples: int
     skipped: dict[str, int] = field(default_factory=dict)

@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from fastasr.kernels import normalize_preemphasize
+
 from .bucketing import DurationBuckets, PaddedSecondsBudget
 from .errors import SampleError
 from .sample import AUDIO_EXTENSIONS, Batch, PlannedBatch, Piece, Sample, TarGroup
@@ -67,7 +69,7 @@ def _groups_of(piece: Piece, root: Path, audio: bool):
             k, ext = split_name(info.name)
             if k != key:
                 if key is not None and ordinal % piece.parts == piece.part:
-                    yield TarGroup(key, piece.path, ordinal, members)
+                    yield TarGroup(key, members)
                 ordinal, key, members = ordinal + 1, k, {}
             if ordinal % piece.parts != piece.part:
                 continue  # another reader's sample: its bytes are skipped by seeking
@@ -76,7 +78,7 @@ def _groups_of(piece: Piece, root: Path, audio: bool):
             else:
                 members[ext] = tar.extractfile(info).read()
         if key is not None and ordinal % piece.parts == piece.part:
-            yield TarGroup(key, piece.path, ordinal, members)
+            yield TarGroup(key, members)
     return ordinal + 1
 
 
@@ -112,7 +114,7 @@ def parse_sample(group: TarGroup, *, tokenizer) -> Sample:
     if tokens.size == 0:
         raise SampleError("bad_text", "empty transcript")
     fmt = formats[0]
-    return Sample(group.key, duration, text, tokens, fmt, group.members[fmt])
+    return Sample(group.key, duration, text, tokens, group.members[fmt])
 
 
 def filter_duration(samples: Iterable[Sample], *, min_duration: float, max_duration: float | None,
@@ -178,10 +180,8 @@ def bucket_batches(samples: Iterable[Sample], *, buckets: DurationBuckets, budge
 # --- decoding and padding -----------------------------------------------------------------------------------------
 
 
-def decode_audio(sample: Sample, *, coef: float = PREEMPHASIS) -> np.ndarray:
+def decode_audio(sample: Sample) -> np.ndarray:
     """Compressed bytes → float32 mono 16 kHz, peak-normalised then pre-emphasised (the Numba kernel)."""
-    from fastasr.kernels import normalize_preemphasize
-
     try:
         x, sr = sf.read(io.BytesIO(sample.audio_bytes), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile's errors carry no useful type
@@ -191,15 +191,14 @@ def decode_audio(sample: Sample, *, coef: float = PREEMPHASIS) -> np.ndarray:
         x = soxr.resample(x, sr, SAMPLE_RATE)
     if x.size < 2:
         raise SampleError("too_short", f"{x.size} samples after decoding")
-    if not np.isfinite(x).all():
-        raise SampleError("decode", "non-finite samples")
-    return normalize_preemphasize(np.ascontiguousarray(x, dtype=np.float32), coef)
+    try:
+        return normalize_preemphasize(x, PREEMPHASIS)  # the kernel checks finiteness in its own pass
+    except ValueError as exc:
+        raise SampleError("decode", str(exc)) from None
 
 
 def warm_up() -> None:
     """Load the Numba kernel in this process so that forked DataLoader workers inherit it compiled."""
-    from fastasr.kernels import normalize_preemphasize
-
     normalize_preemphasize(np.array([0.5, -0.25], dtype=np.float32))
 
 
@@ -218,8 +217,8 @@ def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler) -> Iter
             handler(SampleError("empty_batch", f"all {len(planned.samples)} samples failed"), None, "decode")
 
 
-def pad_batch(item: tuple[PlannedBatch, list], *, index: int = -1) -> Batch:
-    """Pad audio (zeros) and token ids (0) to the batch's own longest."""
+def pad_batch(item: tuple[PlannedBatch, list]) -> Batch:
+    """Pad audio (zeros) and token ids (0) to the batch's own longest; the loader numbers the batch (index)."""
     import torch
 
     planned, decoded = item
@@ -239,5 +238,5 @@ def pad_batch(item: tuple[PlannedBatch, list], *, index: int = -1) -> Batch:
         keys=[s.key for s, _ in decoded],
         texts=[s.text for s, _ in decoded],
         epoch=planned.epoch,
-        index=index,
+        index=-1,
     )
