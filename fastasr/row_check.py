@@ -107,7 +107,7 @@ def _read_transcript(row: Row) -> str | Reject:
     else:
         if row.text_path is None:
             return Reject(row.source, "transcript_missing", "no .txt beside the audio")
-        blob = _read_bytes(row, row.text_path, "transcript_missing", "transcript_missing")
+        blob = _read_bytes(row, row.text_path, "transcript_missing", "transcript_unreadable")
         if isinstance(blob, Reject):
             return blob
         try:

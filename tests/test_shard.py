@@ -6,7 +6,9 @@ from pathlib import Path
 from corpus_helpers import audio_bytes, make_corpus, write_utt
 
 from fastasr.cli import main
-from fastasr.row_check import Filters
+from fastasr.corpus import Row
+from fastasr.row_check import Filters, Reject, check_row
+from fastasr.text import TextConfig
 from fastasr.shard import ShardOptions, build_shards
 from fastasr.shard_index import read_rejected_tsv
 from fastasr.split import assign_split, parse_fractions, plan_shards
@@ -89,6 +91,23 @@ def test_every_reject_reason(tmp_path):
                           "bad/dup.opus", "ok/stereo48k.flac", "ok/yo.wav"}
     assert infos["ok/stereo48k.flac"] == {"duration": 1.2, "sample_rate": 48000, "channels": 2,
                                           "source": "ok/stereo48k.flac", "raw_text": "стерео запись"}
+
+
+def test_unreadable_files_are_told_from_missing_ones(tmp_path):
+    audio = tmp_path / "a.opus"
+    audio.write_bytes(audio_bytes(1.0))
+    (tmp_path / "dir.opus").mkdir()
+    (tmp_path / "dir.txt").mkdir()
+
+    def reason(**row):
+        got = check_row(Row("a.opus", **row), TextConfig(), Filters())
+        assert isinstance(got, Reject)
+        return got.reason
+
+    assert reason(audio=str(audio), text_path=str(tmp_path / "dir.txt")) == "transcript_unreadable"
+    assert reason(audio=str(audio), text_path=str(tmp_path / "gone.txt")) == "transcript_missing"
+    assert reason(audio=str(tmp_path / "dir.opus"), text_path=None) == "audio_unreadable"
+    assert reason(audio=str(tmp_path / "gone.opus"), text_path=None) == "audio_missing"
 
 
 def test_tar_and_webdataset_readback(tmp_path):
