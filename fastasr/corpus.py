@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+log = logging.getLogger("fastasr.shard")
 
 AUDIO_EXTENSIONS = (".opus", ".wav", ".flac")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".json")
@@ -74,11 +77,23 @@ def read_manifest(path: Path, root: Path) -> Iterator[Row]:
 
 def walk_directory(root: Path) -> Iterator[Row]:
     """Every audio file with the .txt of the same stem; a lone .txt or a lone audio file is a row too (rejected
-    later as audio_missing / transcript_missing). Sorted, so the listing does not depend on the file system."""
+    later as audio_missing / transcript_missing). Sorted, so the listing does not depend on the file system.
+
+    Symlinked directories are followed (corpora are often assembled from links); each real directory is listed
+    once, under the first path that reaches it in sorted order, so a link back up the tree cannot loop and a
+    second link to the same data cannot list it twice (the skipped path is logged)."""
     root = Path(root)
     audio: dict[str, list[str]] = {}
     texts: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    listed: dict[tuple[int, int], str] = {}  # (device, inode) of each directory walked → its path
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        first = listed.setdefault((st.st_dev, st.st_ino), dirpath)
+        if first != dirpath:
+            log.warning("%s is the directory %s again (a symbolic link): listed once, under the first path",
+                        dirpath, first)
+            dirnames.clear()
+            continue
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"

@@ -23,6 +23,21 @@ def test_walk_pairs_lone_files_and_order(tmp_path):
     assert x.key == "b/2/x"
 
 
+def test_walk_follows_symlinked_directories_once(tmp_path, caplog):
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    write_utt(corpus, "a/x.opus", "раз")
+    write_utt(elsewhere, "part2/y.opus", "два")
+    (corpus / "b").symlink_to(elsewhere / "part2", target_is_directory=True)  # data assembled from links
+    (corpus / "c").symlink_to(elsewhere / "part2", target_is_directory=True)  # the same data a second time
+    (corpus / "a/loop").symlink_to(corpus, target_is_directory=True)  # a link back up the tree
+    with caplog.at_level("WARNING", logger="fastasr.shard"):
+        rows = list(walk_directory(corpus))
+    assert [r.source for r in rows] == ["a/x.opus", "b/y.opus"]
+    assert rows[1].audio == str(corpus / "b/y.opus") and rows[1].text_path == str(corpus / "b/y.txt")
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert str(corpus / "a/loop") in warned and str(corpus / "c") in warned
+
+
 def test_key_escapes_dots_in_basename():
     assert make_key("public_youtube1120_hq/0/00/03de1fb6b14c.opus") == "public_youtube1120_hq/0/00/03de1fb6b14c"
     assert make_key("a.b/c.d.e.wav") == "a.b/c%2Ed%2Ee"  # dots in folders are harmless, in the basename escaped
