@@ -4,6 +4,7 @@ import io
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import soundfile as sf
 import soxr
 import torch
@@ -12,7 +13,7 @@ from fastasr.checkpoint import save_atomic
 from fastasr.cli import main
 from fastasr.config import preset
 from fastasr.text import DEFAULT_TEXT
-from fastasr.transcribe import read_audio, transcribe
+from fastasr.transcribe import UnreadableAudio, read_audio, split_long, transcribe
 
 from asr_helpers import tiny_model
 
@@ -61,3 +62,71 @@ def test_transcribe_formats_rates_channels(tmp_path, capsys):
     assert lines == [f"{p}\t{t}" for p, t in results]
     assert main(["transcribe", "--checkpoint", str(ckpt), "--beam", "3", str(files[0])]) == 0
     assert capsys.readouterr().out.startswith(f"{files[0]}\t")
+
+
+def test_split_long_is_lossless_and_cuts_in_pauses():
+    rng = np.random.default_rng(0)
+    sr = 16000
+    x = (0.3 * rng.standard_normal(70 * sr)).astype(np.float32)
+    gaps = [(22.0, 22.3), (47.0, 47.3)]
+    for a, b in gaps:
+        x[int(a * sr):int(b * sr)] = 0.0
+    pieces = split_long(x, 30 * sr)
+    np.testing.assert_array_equal(np.concatenate(pieces), x)
+    assert all(p.size <= 30 * sr for p in pieces) and len(pieces) == 3
+    cuts = np.cumsum([p.size for p in pieces])[:-1] / sr
+    for cut, (a, b) in zip(cuts, gaps):
+        assert a <= cut < b, (cut, a, b)
+    # No pause anywhere: still cut, never longer than asked; a short signal stays whole.
+    noise = (0.3 * rng.standard_normal(65 * sr)).astype(np.float32)
+    assert all(p.size <= 30 * sr for p in split_long(noise, 30 * sr)) and len(split_long(noise, 30 * sr)) == 3
+    assert len(split_long(x[: 5 * sr], 30 * sr)) == 1
+
+
+def test_long_recording_is_the_join_of_its_pieces(tmp_path):
+    """A recording cut into pieces reads as the pieces transcribed one by one (each normalised on its own)."""
+    ckpt = checkpoint(tmp_path)
+    rng = np.random.default_rng(1)
+    sr = 16000
+    x = (0.2 * rng.standard_normal(7 * sr)).astype(np.float32)
+    x[int(2.5 * sr):int(2.7 * sr)] = 0.0
+    long = tmp_path / "long.wav"
+    sf.write(str(long), x, sr, subtype="FLOAT")
+    pieces = split_long(x, 3 * sr)
+    assert len(pieces) >= 3
+    files = []
+    for k, p in enumerate(pieces):
+        files.append(tmp_path / f"piece{k}.wav")
+        sf.write(str(files[-1]), p, sr, subtype="FLOAT")
+    alone = [t for _, t in transcribe(ckpt, files, device="cpu", max_piece_seconds=3.0)]
+    [(_, whole)] = transcribe(ckpt, [long], device="cpu", max_piece_seconds=3.0)
+    assert whole == " ".join(t for t in alone if t) and whole
+
+
+def test_length_sorted_batches_keep_input_order(tmp_path):
+    ckpt = checkpoint(tmp_path)
+    files = [write(tmp_path / f"f{i}.wav", d, 16000, 1, "WAV", "FLOAT") for i, d in enumerate([2.0, 0.3, 1.1, 0.6])]
+    one_batch = transcribe(ckpt, files, device="cpu")
+    many = transcribe(ckpt, files, device="cpu", batch_seconds=1.0)  # about one file per batch
+    assert [p for p, _ in many] == [str(f) for f in files]
+    assert many == one_batch == [transcribe(ckpt, [f], device="cpu")[0] for f in files]
+
+
+def test_unreadable_files_are_named_and_the_rest_goes_on(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    good = [write(tmp_path / "a.wav", 0.8, 16000, 1, "WAV", "PCM_16"),
+            write(tmp_path / "b.flac", 0.5, 8000, 1, "FLAC", "PCM_16")]
+    garbage = tmp_path / "garbage.opus"
+    garbage.write_bytes(b"\x00not audio" * 40)
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros(0, np.float32), 16000)
+    missing = tmp_path / "missing.wav"
+    args = [good[0], garbage, missing, good[1], empty]
+    with pytest.raises(UnreadableAudio, match="garbage.opus"):
+        transcribe(ckpt, args, device="cpu")
+    assert main(["transcribe", "--checkpoint", str(ckpt), *map(str, args)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{p}\t{t}" for p, t in transcribe(ckpt, good, device="cpu")]
+    for bad in (garbage, missing, empty):
+        assert str(bad) in err
+    assert "3 of 5 files could not be read" in err
