@@ -18,16 +18,15 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 
 from fastasr.checkpoint import load_model
+from fastasr.data.stages import SAMPLE_RATE, mono_16k
 from fastasr.decode import decode
 from fastasr.evaluate import pick_device
 from fastasr.kernels import normalize_preemphasize
 from fastasr.model import log_mel
 
-SAMPLE_RATE = 16000
 QUIET_FRAME = SAMPLE_RATE // 50  # 20 ms: the unit in which a quiet cut point is searched
 WINDOW_FILES = 256  # files read ahead (and held) at most …
 WINDOW_SECONDS = 3600.0  # … or this much audio, whichever comes first
@@ -51,9 +50,7 @@ def read_mono(path: str | os.PathLike) -> np.ndarray:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
     except Exception as exc:  # libsndfile's errors carry no useful type; a missing file is an OSError-like one
         raise UnreadableAudio(f"{path}: {exc}") from None
-    mono = audio.mean(axis=1, dtype=np.float32)
-    if rate != SAMPLE_RATE and mono.size:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE)
+    mono = mono_16k(audio, rate)
     if mono.size < 2:
         raise UnreadableAudio(f"{path}: no audio ({mono.size} samples at {SAMPLE_RATE} Hz)")
     if not np.isfinite(mono).all():

@@ -180,15 +180,21 @@ def bucket_batches(samples: Iterable[Sample], *, buckets: DurationBuckets, budge
 # --- decoding and padding -----------------------------------------------------------------------------------------
 
 
+def mono_16k(x: np.ndarray, sr: int) -> np.ndarray:
+    """(S, C) float32 as soundfile reads it → float32 mono (channel mean) at 16 kHz (soxr)."""
+    x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+    if sr != SAMPLE_RATE and x.size:
+        x = soxr.resample(x, sr, SAMPLE_RATE)
+    return x
+
+
 def decode_audio(sample: Sample) -> np.ndarray:
     """Compressed bytes → float32 mono 16 kHz, peak-normalised then pre-emphasised (the Numba kernel)."""
     try:
         x, sr = sf.read(io.BytesIO(sample.audio_bytes), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile's errors carry no useful type
         raise SampleError("decode", str(exc)) from None
-    x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
-    if sr != SAMPLE_RATE:
-        x = soxr.resample(x, sr, SAMPLE_RATE)
+    x = mono_16k(x, sr)
     if x.size < 2:
         raise SampleError("too_short", f"{x.size} samples after decoding")
     try:
