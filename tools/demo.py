@@ -75,11 +75,35 @@ def main() -> int:
          "--out", str(out / "eval")],
     )
     index = json.loads((shards / "index.json").read_text())
-    samples = sorted((corpus / "public_synth").rglob("*.opus"))[:3]
-    times["transcribe"] = step("transcribe a few files", [py, "-m", "fastasr", "transcribe", "--checkpoint", str(ckpt),
-                                                          *map(str, samples)])
+    samples, long = transcribe_inputs(corpus, shards, out)
+    times["transcribe"] = step(
+        f"transcribe a few files and a {long[1]:.0f}-s recording made of {long[2]} of them (cut at pauses)",
+        [py, "-m", "fastasr", "transcribe", "--checkpoint", str(ckpt), *map(str, samples), str(long[0])],
+    )
     print_summary(index, out, times)
     return 0
+
+
+def transcribe_inputs(corpus: Path, shards: Path, out: Path, n: int = 3, joined: int = 12):
+    """n accepted corpus files, and one long recording: `joined` accepted files end to end, 0.4 s of silence
+    between them (longer than the 30-s piece limit of `fastasr transcribe`)."""
+    import numpy as np
+    import soundfile as sf
+
+    from fastasr.data.stages import SAMPLE_RATE, mono_16k
+    from fastasr.shard_index import read_rejected_tsv
+
+    rejected = {source for source, _, _ in read_rejected_tsv(shards / "rejected.tsv")}
+    accepted = [p for p in sorted((corpus / "public_synth").rglob("*.opus"))
+                if p.relative_to(corpus).as_posix() not in rejected]
+    pieces = []
+    for path in accepted[n:n + joined]:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        pieces += [mono_16k(audio, sr), np.zeros(int(0.4 * SAMPLE_RATE), np.float32)]
+    long = np.concatenate(pieces)
+    path = out / "long_recording.wav"
+    sf.write(str(path), long, SAMPLE_RATE, subtype="FLOAT")
+    return accepted[:n], (path, long.size / SAMPLE_RATE, joined)
 
 
 def print_summary(index: dict, out: Path, times: dict[str, float]) -> None:
