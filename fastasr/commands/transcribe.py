@@ -19,6 +19,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every file was transcribed; 1 when some could not be read (each is named on stderr)."""
+    from tqdm import tqdm
+
     from fastasr.transcribe import iter_transcripts
 
     failed = 0
@@ -27,9 +29,10 @@ def run(args: argparse.Namespace) -> int:
                               on_error="skip", progress=sys.stderr.isatty()):
         if t.text is None:
             failed += 1
-            print(f"fastasr transcribe: skipped {t.error}", file=sys.stderr, flush=True)
+            tqdm.write(f"fastasr transcribe: skipped {t.error}", file=sys.stderr)
             continue
-        print(f"{t.path}\t{t.text}", flush=True)
+        tqdm.write(f"{t.path}\t{t.text}", file=sys.stdout)  # above the progress bar, when there is one
+        sys.stdout.flush()
     if failed:
         print(f"fastasr transcribe: {failed} of {len(args.audio)} files could not be read (named above)",
               file=sys.stderr)
