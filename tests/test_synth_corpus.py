@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -199,3 +200,24 @@ def test_text_source_is_varied_and_spelled_out():
     assert 0.08 < np.mean(["ё" in t for t in kept]) < 0.16  # Open STT keeps ё in ~12 % of utterances
     assert ru_text.plural(21, ("рубль", "рубля", "рублей")) == "рубль"
     assert ru_text.plural(12, ("рубль", "рубля", "рублей")) == "рублей"
+
+
+def test_a_worker_that_dies_is_replaced_and_its_work_redone(tmp_path, capsys, monkeypatch):
+    """espeak-ng has crashed a worker on rare occasions: the pool is rebuilt and the unfinished jobs rendered."""
+    import crashing_render
+
+    synth_corpus.make_corpus(tmp_path / "ref", 12, seed=SEED, workers=2, progress=False)
+    want = {p.relative_to(tmp_path / "ref"): p.read_bytes() for p in (tmp_path / "ref").rglob("*.opus")}
+    (tmp_path / "crash").mkdir()
+    (tmp_path / "crash" / ".crash_target").write_text(str(sorted(want)[5]).removesuffix(".opus"))
+
+    original = synth_corpus._render_all
+    monkeypatch.setattr(synth_corpus, "_render_all",
+                        lambda *a, **k: original(*a, **k, render=crashing_render.render_dying_once))
+    synth_corpus.make_corpus(tmp_path / "crash", 12, seed=SEED, workers=2, progress=False)
+    assert (tmp_path / "crash" / ".crashed_once").exists()
+    got = {p.relative_to(tmp_path / "crash"): p.read_bytes() for p in (tmp_path / "crash").rglob("*.opus")}
+    assert got.keys() == want.keys()
+    for rel in got:  # re-rendered in a fresh worker: espeak-ng carries state between utterances, so bytes may differ
+        assert sf.info(io.BytesIO(got[rel])).duration == pytest.approx(sf.info(io.BytesIO(want[rel])).duration, abs=0.1)
+    assert "a worker process died" in capsys.readouterr().err

@@ -9,8 +9,10 @@ to 16 kHz with soxr and written as Ogg/Opus by libsndfile. Transcripts follow Op
 Cyrillic and spaces, numbers spelled out, hyphenated words joined, ё kept in ~12 % of utterances.
 
 --bad adds the broken inputs a real crawl holds; OUT/bad_cases.json maps each one's audio path to the reason the
-sharder must reject it with. Everything is a function of --seed: utterance i is the same whatever --utterances and
---workers are.
+sharder must reject it with. Everything is a function of --seed: utterance i's text, voice, noise and bad-case plan
+are the same whatever --utterances and --workers are. Its waveform can differ by a few milliseconds between runs
+with other --workers (or after a crashed worker's jobs are rendered again): espeak-ng's synthesiser carries state
+from one utterance to the next within a process; jobs go to workers in chunks of four, in job order.
 """
 
 from __future__ import annotations
@@ -229,6 +231,8 @@ def _damage(path: Path, damage: str) -> None:
 
 _ENGINE: espeak_tts.Espeak | None = None
 _LEVEL: float | None = None
+RENDER_RETRIES = 3
+RENDER_CHUNK = 4  # jobs a worker renders in a row, in job order
 
 
 def _init_worker(compression_level: float | None) -> None:
@@ -237,31 +241,47 @@ def _init_worker(compression_level: float | None) -> None:
     _LEVEL = compression_level
 
 
-def _render_all(out: Path, jobs: list[Job], workers: int, level: float | None, progress: bool) -> dict[str, float]:
+def _render_all(out: Path, jobs: list[Job], workers: int, level: float | None, progress: bool,
+                render=None) -> dict[str, float]:
+    """Render every job in `workers` spawned processes (never in this one: espeak-ng's global state stays out of
+    the caller). espeak-ng has been seen to crash (SIGSEGV) on rare occasions; a dead worker breaks the pool, and
+    the utterances not yet rendered are rendered again in fresh workers (each job is seeded, so a re-render gives
+    the same file), up to RENDER_RETRIES times."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
     tasks = [(str(out), job) for job in jobs]
+    todo = {k: tasks[k:k + RENDER_CHUNK] for k in range(0, len(tasks), RENDER_CHUNK)}  # first job → its chunk
     durations: dict[str, float] = {}
     bar = tqdm(total=len(tasks), unit="utt", disable=not progress, desc="synthesise")
-    if workers <= 1:
-        _init_worker(level)
-        results = map(_render_task, tasks)
-    else:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(level,))
-        results = pool.imap_unordered(_render_task, tasks, chunksize=4)
     try:
-        for rel, seconds in results:
-            durations[rel] = seconds
-            bar.update()
-            bar.set_postfix(audio_h=f"{sum(durations.values()) / 3600:.2f}", refresh=False)
+        for attempt in range(RENDER_RETRIES + 1):
+            try:
+                with ProcessPoolExecutor(max(1, workers), mp_context=mp.get_context("spawn"),
+                                         initializer=_init_worker, initargs=(level,)) as pool:
+                    futures = {pool.submit(_render_chunk, chunk, render): k for k, chunk in todo.items()}
+                    for done in as_completed(futures):
+                        for rel, seconds in done.result():
+                            durations[rel] = seconds
+                        bar.update(len(todo.pop(futures[done])))
+                        bar.set_postfix(audio_h=f"{sum(durations.values()) / 3600:.2f}", refresh=False)
+                return durations
+            except BrokenProcessPool:
+                if attempt == RENDER_RETRIES:
+                    raise RuntimeError(f"synthesis workers died {attempt + 1} times; {len(todo)} utterances were "
+                                       f"not rendered") from None
+                bar.write(f"synthesise: a worker process died (espeak-ng crashed); rendering the {len(todo)} "
+                          f"unfinished utterances again in fresh workers", file=sys.stderr)
     finally:
         bar.close()
-        if workers > 1:
-            pool.close()
-            pool.join()
     return durations
+
+
+def _render_chunk(chunk: list[tuple[str, Job]], render=None) -> list[tuple[str, float]]:
+    return [(render or _render_task)(task) for task in chunk]
 
 
 def _render_task(task: tuple[str, Job]) -> tuple[str, float]:
