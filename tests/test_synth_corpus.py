@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import espeak_tts  # noqa: E402
 import ru_text  # noqa: E402
 import synth_corpus  # noqa: E402
+from synth_helpers import in_fresh_process, render_dying_once, synth_lengths, synthesize_all  # noqa: E402
 
 N = 12
 SEED = 5
@@ -162,25 +163,26 @@ def _job(text: str, **kw) -> synth_corpus.Job:
 
 
 def test_synthesised_audio_is_speech_like():
-    short, _ = synth_corpus.synthesize(_job("Привет."))
-    long_, _ = synth_corpus.synthesize(_job("Сегодня на улице очень холодно, поэтому я надел тёплую куртку и шапку."))
+    (short, _), (long_, _), (noisy, _) = in_fresh_process(synthesize_all, [
+        _job("Привет."),
+        _job("Сегодня на улице очень холодно, поэтому я надел тёплую куртку и шапку."),
+        _job("Привет.", snr_db=10.0),
+    ])
     assert len(long_) > 3 * len(short)
     frames = long_[: len(long_) // 160 * 160].reshape(-1, 160)
     energy = np.sqrt(np.mean(frames ** 2, axis=1))
     assert energy.max() > 0.05
     assert (energy < 0.1 * energy.max()).mean() > 0.05  # pauses and silences, not a constant tone
     assert (energy > 0.1 * energy.max()).mean() > 0.4  # mostly voiced
-    noisy, _ = synth_corpus.synthesize(_job("Привет.", snr_db=10.0))
     assert np.sqrt(np.mean(noisy[:400] ** 2)) > np.sqrt(np.mean(short[:400] ** 2))  # noise fills the lead-in
 
 
 def test_voices_exist():
-    engine = espeak_tts.Espeak()
     variants = espeak_tts.available_variants()
     assert len(variants) >= 20
-    for language in sorted(set(espeak_tts.LANGUAGES)):
-        for variant in variants[::8]:
-            assert len(engine.synth("да", espeak_tts.VoiceSettings(language, variant))) > 1000
+    voices = [espeak_tts.VoiceSettings(language, variant) for language in sorted(set(espeak_tts.LANGUAGES))
+              for variant in variants[::8]]
+    assert all(n > 1000 for n in in_fresh_process(synth_lengths, "да", voices))
 
 
 def test_text_source_is_varied_and_spelled_out():
@@ -204,8 +206,6 @@ def test_text_source_is_varied_and_spelled_out():
 
 def test_a_worker_that_dies_is_replaced_and_its_work_redone(tmp_path, capsys, monkeypatch):
     """espeak-ng has crashed a worker on rare occasions: the pool is rebuilt and the unfinished jobs rendered."""
-    import crashing_render
-
     synth_corpus.make_corpus(tmp_path / "ref", 12, seed=SEED, workers=2, progress=False)
     want = {p.relative_to(tmp_path / "ref"): p.read_bytes() for p in (tmp_path / "ref").rglob("*.opus")}
     (tmp_path / "crash").mkdir()
@@ -213,7 +213,7 @@ def test_a_worker_that_dies_is_replaced_and_its_work_redone(tmp_path, capsys, mo
 
     original = synth_corpus._render_all
     monkeypatch.setattr(synth_corpus, "_render_all",
-                        lambda *a, **k: original(*a, **k, render=crashing_render.render_dying_once))
+                        lambda *a, **k: original(*a, **k, render=render_dying_once))
     synth_corpus.make_corpus(tmp_path / "crash", 12, seed=SEED, workers=2, progress=False)
     assert (tmp_path / "crash" / ".crashed_once").exists()
     got = {p.relative_to(tmp_path / "crash"): p.read_bytes() for p in (tmp_path / "crash").rglob("*.opus")}
