@@ -245,8 +245,8 @@ def _render_all(out: Path, jobs: list[Job], workers: int, level: float | None, p
                 render=None) -> dict[str, float]:
     """Render every job in `workers` spawned processes (never in this one: espeak-ng's global state stays out of
     the caller). espeak-ng has been seen to crash (SIGSEGV) on rare occasions; a dead worker breaks the pool, and
-    the utterances not yet rendered are rendered again in fresh workers (each job is seeded, so a re-render gives
-    the same file), up to RENDER_RETRIES times."""
+    the utterances not yet rendered are rendered again in fresh workers (each job is seeded: the same text, voice
+    and noise), up to RENDER_RETRIES times."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -270,14 +270,15 @@ def _render_all(out: Path, jobs: list[Job], workers: int, level: float | None, p
                         bar.set_postfix(audio_h=f"{sum(durations.values()) / 3600:.2f}", refresh=False)
                 return durations
             except BrokenProcessPool:
+                left = sum(len(chunk) for chunk in todo.values())
                 if attempt == RENDER_RETRIES:
-                    raise RuntimeError(f"synthesis workers died {attempt + 1} times; {len(todo)} utterances were "
+                    raise RuntimeError(f"synthesis workers died {attempt + 1} times; {left} utterances were "
                                        f"not rendered") from None
-                bar.write(f"synthesise: a worker process died (espeak-ng crashed); rendering the {len(todo)} "
+                bar.write(f"synthesise: a worker process died (espeak-ng crashed); rendering the {left} "
                           f"unfinished utterances again in fresh workers", file=sys.stderr)
     finally:
         bar.close()
-    return durations
+    raise AssertionError("unreachable")
 
 
 def _render_chunk(chunk: list[tuple[str, Job]], render=None) -> list[tuple[str, float]]:
