@@ -48,14 +48,14 @@ def read_mono(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableAudio(f"{path}: no such file")
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
-    except Exception as exc:  # libsndfile's errors carry no useful type; a missing file is an OSError-like one
+    except Exception as exc:  # libsndfile's errors carry no useful type
         raise UnreadableAudio(f"{path}: {exc}") from None
     mono = mono_16k(audio, rate)
     if mono.size < 2:
         raise UnreadableAudio(f"{path}: no audio ({mono.size} samples at {SAMPLE_RATE} Hz)")
     if not np.isfinite(mono).all():
         raise UnreadableAudio(f"{path}: non-finite samples")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return mono
 
 
 def read_audio(path: str | os.PathLike) -> np.ndarray:
