@@ -203,7 +203,9 @@ class Transducer(nn.Module):
         return self.joiner.pred_proj(y), state
 
     def forward(self, feats, feat_lens, tokens, token_lens) -> torch.Tensor:
-        """Mean RNN-T loss per utterance. The joint + loss run fused, in float32 even under autocast.
+        """Mean RNN-T loss per utterance. The joint + loss run fused: under autocast the joint's GEMMs take
+        autocast's dtype (bf16 on the tensor cores), while log-softmax, the lattice and the gradient sums stay
+        float32.
 
         The loss lives in forward (not a side method) so DistributedDataParallel's forward hook sees the call.
         """
@@ -213,9 +215,8 @@ class Transducer(nn.Module):
         start = torch.full((tokens.shape[0], 1), self.blank, dtype=tokens.dtype, device=tokens.device)
         pred, _ = self.predict(torch.cat([start, tokens], dim=1))  # (B, U+1, H)
         out = self.joiner.out
-        with torch.autocast(device_type=enc.device.type, enabled=False):
-            return fused_rnnt_loss(enc.float(), pred.float(), out.weight.float(), out.bias.float(), tokens,
-                                   enc_lens, token_lens, blank=self.blank, reduction="mean", activation="tanh")
+        return fused_rnnt_loss(enc, pred, out.weight, out.bias, tokens, enc_lens, token_lens, blank=self.blank,
+                               reduction="mean", activation="tanh")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,8 +6,8 @@ next label (move to u+1). So the work splits into
      softmax  (V-wide, parallel over b·t)
   2. ``lattice``: alpha/beta over (T, U+1) per sequence -> cost and d cost / d(blank, label log-prob)  (parallel over b)
   3. ``logits_grad``: the V-wide gradient, softmax x node occupancy + the two posteriors  (parallel over b·t)
-The fused loss (fastasr.loss.fused) runs chunk by chunk: ``lattice`` plus the chunk kernels ``chunk_log_probs`` and
-``chunk_grad`` below, which do 1 and 3 for one sequence's rows.
+The fused loss (fastasr.loss.fused) runs chunk by chunk: ``lattice`` plus the row kernels ``row_log_probs`` and
+``row_grad`` below, which do 1 and 3 for a chunk of lattice rows gathered from any sequences.
 
 Every kernel is dtype-generic (float32 or float64 arrays); impossible sequences (log P = -inf) get cost +inf and an
 all-zero gradient, never NaN.
@@ -41,8 +41,8 @@ def _bits_as_float32(typingctx, bits):
 
 
 def fexp(x):
-    """exp(x); for float32, an inlined Cody-Waite + degree-6 polynomial (< 1e-7 relative error, 0 below -87) that
-    LLVM can vectorise, unlike a call to libm's expf. float64 uses math.exp."""
+    """exp(x); for float32, an inlined Cody-Waite + degree-6 polynomial (< 1e-7 relative error, 0 below -87, NaN for
+    NaN) that LLVM can vectorise, unlike a call to libm's expf. float64 uses math.exp."""
     return math.exp(x)
 
 
@@ -61,7 +61,9 @@ def _fexp_overload(x):
             y = y * r + np.float32(5.0000001201e-1)
             y = y * r * r + r + np.float32(1.0)
             e = y * _bits_as_float32((int(k) + 127) << 23)
-            return e if x > np.float32(-87.0) else np.float32(0.0)
+            if x > np.float32(-87.0):
+                return e
+            return x if x != x else np.float32(0.0)  # a NaN stays NaN: the loss must not hide it
 
         return impl
     return lambda x: math.exp(x)
@@ -228,12 +230,15 @@ def logits_grad(probs, targets, logit_lengths, target_lengths, g_blank, g_label,
 
 
 @njit(parallel=True, cache=True, fastmath=_VFLAGS)
-def chunk_log_probs(logits, targets, blank, log_norm, blank_lp, label_lp):
-    """The fused loss's forward on one chunk of a sequence's rows.
+def row_log_probs(logits, rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp):
+    """The fused loss's forward on one chunk of lattice rows, which may come from several sequences.
 
-    logits (n, U+1, V); targets (U+1,) int64 (last entry unused). Writes log_norm, blank_lp, label_lp (n, U+1)."""
+    logits (n, U', V): row r is lattice row (rows_b[r], rows_t[r]) at u < U'; targets (B, U+1) int64. Writes
+    log_norm, blank_lp, label_lp (B, T, U+1) at those rows' first U' nodes."""
     n, U1, V = logits.shape
     for i in prange(n):
+        b = rows_b[i]
+        t = rows_t[i]
         for u in range(U1):
             row = logits[i, u]  # (V,)
             m = row[0]
@@ -241,31 +246,35 @@ def chunk_log_probs(logits, targets, blank, log_norm, blank_lp, label_lp):
                 if row[v] > m:
                     m = row[v]
             if m == NEG_INF:
-                log_norm[i, u] = NEG_INF
-                blank_lp[i, u] = NEG_INF
-                label_lp[i, u] = NEG_INF
+                log_norm[b, t, u] = NEG_INF
+                blank_lp[b, t, u] = NEG_INF
+                label_lp[b, t, u] = NEG_INF
                 continue
             s = 0.0
             for v in range(V):
                 s += fexp(row[v] - m)
             lz = m + math.log(s)
-            log_norm[i, u] = lz
-            blank_lp[i, u] = row[blank] - lz
-            label_lp[i, u] = row[targets[u]] - lz
+            log_norm[b, t, u] = lz
+            blank_lp[b, t, u] = row[blank] - lz
+            label_lp[b, t, u] = row[targets[b, u]] - lz
 
 
 @njit(parallel=True, cache=True)
-def chunk_grad(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp):
-    """The fused loss's backward on one chunk, in place: logits (n, U+1, V) -> scale * clamp(d cost / d logits).
+def row_grad(logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank, clamp):
+    """The fused loss's backward on one chunk, in place: logits (n, U', V) -> scale[b] * clamp(d cost_b / d logits).
 
-    log_norm, g_blank, g_label (n, U+1); targets (U+1,) int64; nodes with g_blank = g_label = 0 get exactly 0."""
+    Rows as in ``row_log_probs``; log_norm, g_blank, g_label (B, T, U+1); scale (B,). Nodes with
+    g_blank = g_label = 0 (beyond a sequence's U_b, impossible sequences) get exactly 0."""
     n, U1, V = logits.shape
     for i in prange(n):
+        b = rows_b[i]
+        t = rows_t[i]
+        s = scale[b]
         for u in range(U1):
             row = logits[i, u]  # (V,)
-            gb = g_blank[i, u]
-            gl = g_label[i, u]
-            lz = log_norm[i, u]
+            gb = g_blank[b, t, u]
+            gl = g_label[b, t, u]
+            lz = log_norm[b, t, u]
             occ = -(gb + gl)
             if occ == 0.0 or lz == NEG_INF:
                 for v in range(V):
@@ -274,10 +283,10 @@ def chunk_grad(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp)
                 for v in range(V):
                     row[v] = fexp(row[v] - lz) * occ
             row[blank] += gb
-            row[targets[u]] += gl
+            row[targets[b, u]] += gl
             if clamp > 0.0:
                 for v in range(V):
-                    row[v] = min(max(row[v], -clamp), clamp) * scale
+                    row[v] = min(max(row[v], -clamp), clamp) * s
             else:
                 for v in range(V):
-                    row[v] *= scale
+                    row[v] *= s

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastasr.kernels import rnnt_cpu, rnnt_cuda
-from fastasr.loss import fused_rnnt_loss, rnnt_loss
+from fastasr.loss import dispatch, fused_rnnt_loss, rnnt_loss
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -47,6 +47,20 @@ def test_cuda_lattice_impossible_sequence():
     assert (got["g_blank"][0] == 0).all() and (got["g_label"][0] == 0).all()
 
 
+def test_lattice_float32_matches_float64():
+    blank_lp, label_lp, tl, ul = lattice_inputs(7, 3, 6, 4)
+    want = run_lattice(rnnt_cpu.lattice, blank_lp, label_lp, tl, ul)
+    low = [x.astype(np.float32) for x in (blank_lp, label_lp)]
+    B, T, U1 = blank_lp.shape
+    out = dict(alpha=np.zeros((B, T, U1), np.float32), beta=np.zeros((B, T, U1), np.float32),
+               costs=np.zeros(B, np.float32), g_blank=np.zeros((B, T, U1), np.float32),
+               g_label=np.zeros((B, T, U1), np.float32))
+    rnnt_cuda.launch_lattice(*low, tl, ul, out["alpha"], out["beta"], out["costs"], out["g_blank"], out["g_label"])
+    np.testing.assert_allclose(out["costs"], want["costs"], rtol=1e-5)
+    np.testing.assert_allclose(out["g_blank"], want["g_blank"], atol=1e-5)
+    np.testing.assert_allclose(out["g_label"], want["g_label"], atol=1e-5)
+
+
 def test_threads_cover_wide_lattices():
     assert rnnt_cuda.threads_for(1) == 32 and rnnt_cuda.threads_for(101) == 128
     assert rnnt_cuda.threads_for(5000) == rnnt_cuda.MAX_THREADS
@@ -55,13 +69,11 @@ def test_threads_cover_wide_lattices():
 @pytest.mark.parametrize("fused_log_softmax", [True, False])
 def test_gpu_torch_path_matches_cpu_kernels(fused_log_softmax):
     # On CUDA the V-wide steps run as torch ops; run those same functions on CPU tensors against the Numba kernels.
-    from fastasr.loss import dispatch
-
     g = torch.Generator().manual_seed(3)
     B, T, U, V = 3, 5, 4, 6
     logits = torch.randn(B, T, U + 1, V, generator=g, dtype=torch.float64)  # (B, T, U+1, V)
     logits[0, 1, 2, :] = float("-inf")
-    targets, tl, ul, blank = dispatch.check_lattice_inputs(
+    targets, tl, ul, blank, _ = dispatch.check_lattice_inputs(
         torch.randint(0, V, (B, U), generator=g), torch.tensor([5, 3, 1]), torch.tensor([4, 2, 0]),
         B=B, T=T, U1=U + 1, V=V, blank=-1, device=logits.device)
     args = (logits, targets, tl, ul, blank, fused_log_softmax)
@@ -80,31 +92,94 @@ def test_gpu_torch_path_matches_cpu_kernels(fused_log_softmax):
                                dispatch.logits_grad(logits, want[0], want[3], *tail, **kw))
 
 
-@pytest.mark.parametrize("clamp", [-1.0, 0.2])
-def test_gpu_torch_chunk_path_matches_cpu_kernels(clamp):
-    # The fused loss's per-chunk steps: torch ops on CUDA, Numba on CPU; compare both on CPU tensors.
-    from fastasr.loss import dispatch
+def row_case(seed, dtype=np.float64):
+    """A chunk of 4 lattice rows from 3 sequences (B=3, T=4, U+1=4, V=6), with a dead node and a NaN-free row."""
+    rng = np.random.default_rng(seed)
+    B, T, U1, V = 3, 4, 4, 6
+    logits = rng.standard_normal((4, 3, V)).astype(dtype)  # (n, U', V): U' = 3 < U+1
+    logits[1, 2, :] = -np.inf  # a node where every symbol is impossible
+    rows_b = np.array([2, 2, 0, 1], dtype=np.int64)
+    rows_t = np.array([0, 3, 1, 2], dtype=np.int64)
+    targets = rng.integers(0, V, (B, U1)).astype(np.int64)
+    return logits, rows_b, rows_t, targets, (B, T, U1)
 
-    g = torch.Generator().manual_seed(4)
-    n, U1, V, blank = 3, 4, 6, 2
-    logits = torch.randn(n, U1, V, generator=g)  # (n, U+1, V)
-    targets = torch.randint(0, V, (U1,), generator=g)
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_row_log_probs_cuda_kernel_matches_cpu_kernel_and_logsumexp(dtype):
+    logits, rows_b, rows_t, targets, shape = row_case(0, dtype)
+    blank = 2
     outs = []
-    for fn in (dispatch.chunk_log_probs, dispatch._chunk_log_probs_torch):
-        out = [torch.empty(n, U1) for _ in range(3)]
-        fn(logits.clone(), targets, blank, *out)
+    for fn in (rnnt_cpu.row_log_probs, rnnt_cuda.launch_row_log_probs):
+        out = [np.full(shape, 7.0, dtype=dtype) for _ in range(3)]
+        fn(logits.copy(), rows_b, rows_t, targets, blank, *out)
         outs.append(out)
-    for got, want in zip(outs[1], outs[0]):
-        torch.testing.assert_close(got, want)
-    log_norm = outs[0][0]
-    g_blank = -torch.rand(n, U1, generator=g)
-    g_label = -torch.rand(n, U1, generator=g)
-    g_blank[0, 1] = g_label[0, 1] = 0.0  # a node outside the lattice
-    scale = torch.tensor(0.7)
-    want = dispatch.chunk_grad(logits.clone(), log_norm, g_blank, g_label, targets, scale, blank, clamp)
-    got = dispatch._chunk_grad_torch(logits.clone(), log_norm, g_blank, g_label, targets, scale, blank, clamp)
-    torch.testing.assert_close(got, want)
-    assert (want[0, 1] == 0).all()
+    x = torch.from_numpy(logits).double()  # (n, U', V)
+    lz = torch.logsumexp(x, dim=-1)  # (n, U')
+    tgt = torch.from_numpy(targets[rows_b, :3])  # (n, U')
+    want = [lz, x[..., blank] - lz, x.gather(-1, tgt[..., None])[..., 0] - lz]
+    want[1][1, 2] = want[2][1, 2] = -np.inf  # -inf - -inf: the kernels say "impossible", not NaN
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    for got in outs:
+        for g, w in zip(got, want):
+            picked = torch.from_numpy(g[rows_b, rows_t, :3]).double()  # (n, U')
+            torch.testing.assert_close(picked, w, **tol)
+            assert (g[:, :, 3] == 7.0).all()  # columns past U' are not touched
+    # float32 kernels compute in float32 (not float64 with a final rounding): same inputs, float32 outputs
+    assert outs[1][0].dtype == dtype
+
+
+def test_row_log_probs_kernels_propagate_nan():
+    logits, rows_b, rows_t, targets, shape = row_case(1)
+    logits[2, 1, 4] = np.nan
+    for fn in (rnnt_cpu.row_log_probs, rnnt_cuda.launch_row_log_probs):
+        out = [np.zeros(shape) for _ in range(3)]
+        fn(logits.copy(), rows_b, rows_t, targets, 0, *out)
+        assert np.isnan(out[0][0, 1, 1]) and np.isfinite(out[0][0, 1, 0]), fn
+
+
+@pytest.mark.parametrize("clamp", [-1.0, 0.2])
+def test_row_grad_in_place_kernels_equal_the_torch_formula(clamp):
+    # d loss / d logits = scale x clamp(softmax x occupancy + posteriors at blank and label): dispatch.node_grad_torch
+    logits, rows_b, rows_t, targets, (B, T, U1) = row_case(2)
+    blank = 1
+    x = torch.from_numpy(logits)
+    log_norm = np.zeros((B, T, U1))
+    log_norm[rows_b, rows_t, :3] = torch.logsumexp(x, dim=-1).numpy()
+    rng = np.random.default_rng(3)
+    g_blank = -rng.uniform(0, 1, (B, T, U1))
+    g_label = -rng.uniform(0, 1, (B, T, U1))
+    g_blank[2, 0, 1] = g_label[2, 0, 1] = 0.0  # a node outside its sequence's lattice
+    g_blank[2, 3, 2] = g_label[2, 3, 2] = 0.0
+    scale = np.array([0.5, 2.0, 0.7])
+    idx = (rows_b[:, None], rows_t[:, None], np.arange(3)[None, :])
+    want = dispatch.node_grad_torch(x.clone(), torch.from_numpy(log_norm[idx]), torch.from_numpy(targets[idx[0], idx[2]]),
+                                    torch.from_numpy(g_blank[idx]), torch.from_numpy(g_label[idx]),
+                                    torch.from_numpy(scale[rows_b][:, None].repeat(3, 1)), blank, True, clamp)
+    for fn in (rnnt_cpu.row_grad, rnnt_cuda.launch_row_grad):
+        got = logits.copy()
+        fn(got, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank, clamp)  # in place
+        torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-12, atol=1e-12)
+        assert (got[0, 1] == 0).all() and (got[1, 2] == 0).all()
+
+
+def test_missing_nvvm_is_one_clear_error(tmp_path):
+    # A real process without the simulator; NVVM hidden the way a CUDA machine without the toolkit lacks it.
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "import numba.cuda.cudadrv.nvvm as nvvm\n"
+            "nvvm.is_available = lambda: False\n"
+            "from fastasr.kernels import rnnt_cuda\n"
+            "x = np.zeros((1, 1, 1), np.float32)\n"
+            "try:\n"
+            "    rnnt_cuda.launch_row_log_probs(x, np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((1, 1), np.int64), 0, x, x, x)\n"
+            "except rnnt_cuda.NvvmMissing as err:\n"
+            "    print('NvvmMissing:', err)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "NvvmMissing:" in proc.stdout and "fastasr[gpu" in proc.stdout and "libNVVM" in proc.stdout, proc.stdout
 
 
 @needs_gpu

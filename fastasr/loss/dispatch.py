@@ -5,6 +5,10 @@ everything else (float32, float16, bfloat16) is computed in float32.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import numpy as np
 import torch
 
 _FLOAT_INPUTS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -24,12 +28,19 @@ def check_float(name: str, x: torch.Tensor, dim: int) -> None:
         raise TypeError(f"{name} must be float16/bfloat16/float32/float64, got {x.dtype}")
 
 
-def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: int, U1: int, V: int, blank: int,
-                         device: torch.device):
-    """Validate targets and lengths against a (B, T, U+1, V) lattice.
+class LatticeInputs(NamedTuple):
+    targets: torch.Tensor  # (B, U+1) int64: padding and the last column set to 0
+    logit_lengths: torch.Tensor  # (B,) int64, on the device
+    target_lengths: torch.Tensor  # (B,) int64, on the device
+    blank: int  # in [0, V)
+    host_lengths: np.ndarray  # (2, B) int64: logit and target lengths, the call's one device-to-host transfer
 
-    Returns (targets (B, U+1) int64 with padding and the last column set to 0, logit_lengths (B,) int64,
-    target_lengths (B,) int64, blank in [0, V)). Raises ValueError on anything that has no defined loss."""
+
+def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: int, U1: int, V: int, blank: int,
+                         device: torch.device) -> LatticeInputs:
+    """Validate targets and lengths against a (B, T, U+1, V) lattice; raises ValueError on anything that has no
+    defined loss. On CUDA this is the loss's only synchronisation: the lengths and the target check travel to the
+    host together."""
     for name, x, dim in (("targets", targets, 2), ("logit_lengths", logit_lengths, 1),
                          ("target_lengths", target_lengths, 1)):
         if not isinstance(x, torch.Tensor):
@@ -52,23 +63,52 @@ def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: i
 
     logit_lengths = logit_lengths.long().contiguous()
     target_lengths = target_lengths.long().contiguous()
-    lengths_cpu = torch.stack([logit_lengths, target_lengths]).cpu()  # one sync on CUDA
-    t_min, t_max = int(lengths_cpu[0].min()), int(lengths_cpu[0].max())
-    u_min, u_max = int(lengths_cpu[1].min()), int(lengths_cpu[1].max())
+    valid = torch.arange(U1 - 1, device=device)[None, :] < target_lengths[:, None]  # (B, U)
+    targets = targets.long()
+    bad = valid & ((targets < 0) | (targets >= V))  # (B, U); would otherwise be an out-of-bounds read
+    host = torch.cat([logit_lengths, target_lengths, bad.any().long()[None]]).cpu().numpy()  # the one sync
+    host_lengths = host[:2 * B].reshape(2, B)
+    t_min, t_max = int(host_lengths[0].min()), int(host_lengths[0].max())
+    u_min, u_max = int(host_lengths[1].min()), int(host_lengths[1].max())
     if t_min < 1 or t_max > T:
         raise ValueError(f"logit_lengths must lie in [1, T={T}], got min {t_min} max {t_max}")
     if u_min < 0 or u_max > U1 - 1:
         raise ValueError(f"target_lengths must lie in [0, U={U1 - 1}], got min {u_min} max {u_max}")
-
-    valid = torch.arange(U1 - 1, device=device)[None, :] < target_lengths[:, None]  # (B, U)
-    targets = targets.long()
-    bad = valid & ((targets < 0) | (targets >= V))
-    if bool(bad.any()):  # a sync on CUDA; the error it guards would otherwise be an out-of-bounds gather
+    if host[-1]:
         b, u = (int(i) for i in bad.nonzero()[0])
         raise ValueError(f"targets[{b}, {u}] = {int(targets[b, u])} out of range [0, {V})")
     safe = torch.zeros(B, U1, dtype=torch.long, device=device)  # (B, U+1)
     safe[:, :-1] = torch.where(valid, targets, 0)
-    return safe, logit_lengths, target_lengths, blank
+    return LatticeInputs(safe, logit_lengths, target_lengths, blank, host_lengths)
+
+
+# ---------------------------------------------------------------- which kernels
+
+_simulated_cuda = False
+
+
+@contextmanager
+def cuda_kernels_on_cpu():
+    """Tests: route CPU tensors through the Numba CUDA kernels (only meaningful under NUMBA_ENABLE_CUDASIM=1), so
+    the CUDA path of the fused loss is checked end to end without a GPU."""
+    global _simulated_cuda
+    from numba import config
+
+    if not config.ENABLE_CUDASIM:
+        raise RuntimeError("cuda_kernels_on_cpu() needs NUMBA_ENABLE_CUDASIM=1 (set before numba.cuda is imported)")
+    saved, _simulated_cuda = _simulated_cuda, True
+    try:
+        yield
+    finally:
+        _simulated_cuda = saved
+
+
+def _on_cuda(x: torch.Tensor) -> bool:
+    return x.is_cuda or _simulated_cuda
+
+
+def _stream(x: torch.Tensor) -> int:
+    return torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
 
 
 # ---------------------------------------------------------------- lattice (both paths)
@@ -82,11 +122,11 @@ def lattice(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch
     costs = torch.empty(B, dtype=blank_lp.dtype, device=blank_lp.device)  # (B,)
     g_blank = torch.empty_like(blank_lp)  # (B, T, U+1)
     g_label = torch.empty_like(blank_lp)  # (B, T, U+1)
-    if blank_lp.is_cuda:
+    if _on_cuda(blank_lp):
         from fastasr.kernels import rnnt_cuda
 
         rnnt_cuda.launch_lattice(blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, costs,
-                                 g_blank, g_label, stream=torch.cuda.current_stream().cuda_stream)
+                                 g_blank, g_label, stream=_stream(blank_lp))
     else:
         from fastasr.kernels import rnnt_cpu
 
@@ -185,43 +225,33 @@ def _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths,
     return grad.masked_fill_(~inside[..., None], 0.0)
 
 
-# ---------------------------------------------------------------- the fused loss's chunks (one sequence's rows)
+# ---------------------------------------------------------------- the fused loss's chunks of lattice rows
 
-def chunk_log_probs(logits, targets, blank: int, log_norm, blank_lp, label_lp) -> None:
-    """logits (n, U+1, V) of rows of one sequence, contiguous, compute dtype (may be overwritten); targets (U+1,).
-    Fills the (n, U+1) views log_norm, blank_lp, label_lp."""
-    if not logits.is_cuda:
-        from fastasr.kernels import rnnt_cpu
+def row_log_probs(logits, rows_b, rows_t, targets, blank: int, log_norm, blank_lp, label_lp) -> None:
+    """logits (n, U', V) contiguous, compute dtype, row r being lattice row (rows_b[r], rows_t[r]) (n,) int64;
+    targets (B, U+1). Fills log_norm, blank_lp, label_lp (B, T, U+1) at those rows' first U' nodes."""
+    if _on_cuda(logits):
+        from fastasr.kernels import rnnt_cuda
 
-        rnnt_cpu.chunk_log_probs(logits.numpy(), targets.numpy(), blank, log_norm.numpy(), blank_lp.numpy(),
-                                 label_lp.numpy())
+        rnnt_cuda.launch_row_log_probs(logits, rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp,
+                                       stream=_stream(logits))
     else:
-        _chunk_log_probs_torch(logits, targets, blank, log_norm, blank_lp, label_lp)
-
-
-def _chunk_log_probs_torch(logits, targets, blank, log_norm, blank_lp, label_lp):
-    n, U1, _ = logits.shape
-    blank_x = logits[..., blank].clone()  # (n, U+1): copied out before the in-place exp below
-    label_x = logits.gather(-1, targets[None, :, None].expand(n, U1, 1))[..., 0]  # (n, U+1)
-    m = logits.amax(dim=-1)  # (n, U+1)
-    lz = m + logits.sub_(m[..., None]).exp_().sum(dim=-1).log_()  # (n, U+1); one (n, U+1, V) tensor alive
-    log_norm.copy_(lz)
-    blank_lp.copy_(blank_x - lz)
-    label_lp.copy_(label_x - lz)
-
-
-def chunk_grad(logits, log_norm, g_blank, g_label, targets, scale: torch.Tensor, blank: int, clamp: float):
-    """In place: logits (n, U+1, V) -> scale x clamp(d cost / d logits); the rest (n, U+1); targets (U+1,)."""
-    if not logits.is_cuda:
         from fastasr.kernels import rnnt_cpu
 
-        rnnt_cpu.chunk_grad(logits.numpy(), log_norm.numpy(), g_blank.numpy(), g_label.numpy(), targets.numpy(),
-                            float(scale), blank, float(clamp))
-        return logits
-    return _chunk_grad_torch(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp)
+        rnnt_cpu.row_log_probs(logits.numpy(), rows_b.numpy(), rows_t.numpy(), targets.numpy(), blank,
+                               log_norm.numpy(), blank_lp.numpy(), label_lp.numpy())
 
 
-def _chunk_grad_torch(logits, log_norm, g_blank, g_label, targets, scale, blank, clamp):
-    n, U1, _ = logits.shape
-    return node_grad_torch(logits, log_norm, targets.expand(n, U1), g_blank, g_label, scale.expand(n, U1), blank,
-                           True, clamp, in_place=True)
+def row_grad(logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank: int, clamp: float):
+    """In place: logits (n, U', V) -> scale[b] x clamp(d cost_b / d logits); scale (B,); the rest as above."""
+    if _on_cuda(logits):
+        from fastasr.kernels import rnnt_cuda
+
+        rnnt_cuda.launch_row_grad(logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank,
+                                  float(clamp), stream=_stream(logits))
+    else:
+        from fastasr.kernels import rnnt_cpu
+
+        rnnt_cpu.row_grad(logits.numpy(), rows_b.numpy(), rows_t.numpy(), log_norm.numpy(), g_blank.numpy(),
+                          g_label.numpy(), targets.numpy(), scale.numpy(), blank, float(clamp))
+    return logits

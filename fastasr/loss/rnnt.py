@@ -79,7 +79,7 @@ def rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.
     dispatch.check_float("logits", logits, 4)
     check_reduction(reduction)
     B, T, U1, V = logits.shape
-    targets, logit_lengths, target_lengths, blank = dispatch.check_lattice_inputs(
+    targets, logit_lengths, target_lengths, blank, _ = dispatch.check_lattice_inputs(
         targets, logit_lengths, target_lengths, B=B, T=T, U1=U1, V=V, blank=blank, device=logits.device)
     costs = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, float(clamp),
                             bool(fused_log_softmax))  # (B,)
