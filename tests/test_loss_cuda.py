@@ -1,4 +1,6 @@
 """The CUDA lattice kernel (under NUMBA_ENABLE_CUDASIM=1 without a GPU) and, on a GPU, the losses on CUDA tensors."""
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,24 @@ def test_fused_rnnt_loss_cuda_matches_cpu(activation):
         results.append([loss.detach().cpu()] + [p.grad.cpu() for p in ps])
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clamp", [-1.0, 0.3])
+def test_rnnt_loss_cuda_kernel_path_matches_cpu(clamp):
+    # rnnt_loss on CUDA runs the row kernels over all B*T rows; under the simulator they run on CPU tensors here.
+    g = torch.Generator().manual_seed(6)
+    B, T, U, V = 3, 5, 3, 6
+    logits = torch.randn(B, T, U + 1, V, generator=g, dtype=torch.float64)  # (B, T, U+1, V)
+    targets = torch.randint(1, V, (B, U), generator=g)
+    tl, ul = torch.tensor([5, 2, 4]), torch.tensor([3, 1, 0])
+    logits[1, 3:] = float("nan")  # padding may hold anything
+    results = []
+    for simulated in (False, True):
+        x = logits.clone().requires_grad_(True)
+        with dispatch.cuda_kernels_on_cpu() if simulated else nullcontext():
+            loss = rnnt_loss(x, targets, tl, ul, blank=0, reduction="none", clamp=clamp)
+            loss.sum().backward()
+        results.append((loss.detach(), x.grad))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
+    assert (results[1][1][1, 2:] == 0).all()

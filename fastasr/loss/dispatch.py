@@ -142,6 +142,12 @@ def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int,
     """logits (B, T, U+1, V) in the compute dtype, contiguous -> log_norm, blank_lp, label_lp (B, T, U+1) and
     probs: the softmax (B, T, U+1, V) if ``store_probs`` on CPU with the fused log-softmax, else None."""
     B, T, U1, V = logits.shape
+    if _on_cuda(logits) and fused_log_softmax:  # the row kernel over all B*T rows: one read of the logits
+        log_norm = torch.zeros(B, T, U1, dtype=logits.dtype, device=logits.device)  # (B, T, U+1)
+        blank_lp, label_lp = torch.zeros_like(log_norm), torch.zeros_like(log_norm)  # (B, T, U+1)
+        rows_b, rows_t = _all_rows(B, T, logits.device)
+        row_log_probs(logits.view(B * T, U1, V), rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp)
+        return log_norm, blank_lp, label_lp, None
     if logits.is_cuda:
         return _gather_torch(logits, targets, blank, fused_log_softmax) + (None,)
     from fastasr.kernels import rnnt_cpu
@@ -157,8 +163,13 @@ def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int,
     return log_norm, blank_lp, label_lp, probs if store_probs else None
 
 
+def _all_rows(B: int, T: int, device):
+    r = torch.arange(B * T, device=device)  # (B*T,)
+    return r // T, r % T
+
+
 def _gather_torch(logits, targets, blank, fused_log_softmax):
-    # GPU path: the V-wide reductions are what torch's kernels are good at; only the lattice needs our own kernel.
+    # CUDA without the fused log-softmax: the logits already are log-probs, so this is two gathers.
     if fused_log_softmax:
         log_norm = torch.logsumexp(logits, dim=-1)  # (B, T, U+1)
     else:
@@ -175,7 +186,13 @@ def logits_grad(logits, log_norm, probs, targets, logit_lengths, target_lengths,
     """-> grad (B, T, U+1, V) in the compute dtype: scale[b] * clamp(d cost_b / d logits), 0 on padding.
 
     CPU with the fused log-softmax needs ``probs`` (from ``gather_log_probs(store_probs=True)``); with
-    ``in_place`` the gradient overwrites it. The CUDA path recomputes the softmax from logits and log_norm."""
+    ``in_place`` the gradient overwrites it. The CUDA path recomputes the softmax from logits and log_norm, in one pass over a copy of the logits."""
+    if _on_cuda(logits) and fused_log_softmax:
+        B, T, U1, V = logits.shape
+        grad = logits.clone()  # (B, T, U+1, V); padding nodes have zero posteriors, so they come out exactly 0
+        rows_b, rows_t = _all_rows(B, T, logits.device)
+        row_grad(grad.view(B * T, U1, V), rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank, clamp)
+        return grad
     if logits.is_cuda:
         return _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths, g_blank, g_label,
                                   scale, blank, fused_log_softmax, clamp)
