@@ -4,6 +4,10 @@
   CPU memory:  fused_rnnt_loss vs rnnt_loss on materialised F.linear logits (autograd), B=8 T=200 U=60 V=1024 H=256.
                Peak = VmHWM of a fresh subprocess after the step minus its VmRSS just before, the high-water mark
                reset (/proc/self/clear_refs = 5) after imports, a warm-up step at a tiny shape and input creation.
+  CPU launches: GEMM calls per fused forward+backward at B=128 short sequences against ceil(sum T_b / chunk_size)
+               (the number of chunks when chunks cross sequences; at least B when they do not).
+  CPU time:    fused_rnnt_loss vs the materialised joint + rnnt_loss at the real Open STT batch shape (B=240 T=125
+               U=70 V=34) with H reduced from 640 to 64 for the CPU.
   GPU:         fused_rnnt_loss vs torchaudio.functional.rnnt_loss, joint included, forward+backward, time and
                torch.cuda.max_memory_allocated, B=32 T=250 U=100 H=640, V=1024 and V=500 (skipped without CUDA).
 Run: pytest benchmarks/test_loss_bench.py --benchmark-enable
@@ -71,6 +75,85 @@ def test_cpu_rnnt_loss_forward_backward(benchmark, impl, cpu_threads):
     benchmark.group = f"rnnt cpu fwd+bwd B={B} T={T} U={U} V={V} threads={cpu_threads}"
     benchmark.extra_info.update(CPU_SHAPE, threads=cpu_threads)
     benchmark.pedantic(step, rounds=50, iterations=1, warmup_rounds=2)
+
+
+# ---------------------------------------------------------------- CPU: launches and the real-batch shape
+
+def joint_case(B, T, U, V, H, *, seed=0, spread=(0.75, 1.0)):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(B, T, H, generator=g), torch.randn(B, U + 1, H, generator=g),
+              torch.randn(V, H, generator=g) / H ** 0.5, torch.zeros(V)]
+    lo, hi = spread
+    targets = torch.randint(1, V, (B, U), generator=g)
+    tl = torch.randint(max(1, int(T * lo)), T + 1, (B,), generator=g)
+    ul = torch.randint(int(U * lo), U + 1, (B,), generator=g)
+    tl[0], ul[0] = T, U
+    return [p.requires_grad_(True) for p in params], (targets, tl, ul)
+
+
+def count_gemms(fn) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gemms = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.addmm_.default,
+             torch.ops.aten.bmm.default}
+    calls = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in gemms:
+                calls.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return len(calls)
+
+
+def test_cpu_gemm_calls_per_fused_call(benchmark):
+    B, T, U, V, H, chunk = 128, 24, 8, 34, 32, 256
+    params, lattice = joint_case(B, T, U, V, H, spread=(0.25, 1.0))
+
+    def step():
+        for p in params:
+            p.grad = None
+        loss = fused_rnnt_loss(*params, *lattice, chunk_size=chunk)
+        loss.backward()
+        return loss
+
+    step()  # warm-up: Numba compile / cache load
+    gemms = count_gemms(step)
+    chunks = -(-int(lattice[1].sum()) // chunk)
+    benchmark.group = f"rnnt cpu fused launches B={B} T<={T} U<={U} chunk_size={chunk}"
+    benchmark.extra_info.update(B=B, T=T, U=U, V=V, H=H, chunk_size=chunk, gemm_calls=gemms, chunks=chunks,
+                                gemms_per_chunk=gemms / chunks)
+    print(f"\nGEMM calls {gemms} for {chunks} chunks (sum T_b = {int(lattice[1].sum())}, B = {B})")
+    benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=1)
+    assert gemms <= 5 * chunks, (gemms, chunks)
+
+
+REAL_SHAPE = dict(B=240, T=125, U=70, V=34, H=64)  # Open STT at 1200 s per batch, base preset; H=640 on a GPU
+
+
+@pytest.mark.parametrize("impl", ["fused", "materialised"])
+def test_cpu_real_batch_shape_fused_vs_materialised(benchmark, impl):
+    params, lattice = joint_case(**REAL_SHAPE)
+
+    def step():
+        for p in params:
+            p.grad = None
+        enc, pred, w, b = params
+        if impl == "fused":
+            loss = fused_rnnt_loss(enc, pred, w, b, *lattice)
+        else:
+            logits = F.linear(torch.tanh(enc[:, :, None] + pred[:, None]), w, b)  # (B, T, U+1, V)
+            loss = rnnt_loss(logits, *lattice, blank=0)
+        loss.backward()
+        return loss.item()
+
+    step()  # warm-up outside the timing
+    benchmark.group = "rnnt cpu joint+loss fwd+bwd, real batch shape B=240 T=125 U=70 V=34 H=64"
+    benchmark.extra_info.update(REAL_SHAPE, threads=torch.get_num_threads())
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=0)
 
 
 # ---------------------------------------------------------------- CPU peak memory
@@ -150,8 +233,8 @@ def gpu_case(B, T, U, V, H):
 
 def gpu_step(impl, params, lattice):
     enc, pred, w, b = params
-    if impl == "fastasr_fused":
-        loss = fused_rnnt_loss(enc, pred, w, b, *lattice, blank=0)
+    if impl.startswith("fastasr_fused"):  # "fastasr_fused" uses TF32 for the joint, "fastasr_fused_ieee" does not
+        loss = fused_rnnt_loss(enc, pred, w, b, *lattice, blank=0, allow_tf32=impl == "fastasr_fused")
     else:
         import torchaudio.functional as AF
 
@@ -193,7 +276,7 @@ def test_gpu_values_match_torchaudio(shape):
     pytest.importorskip("torchaudio.functional")
     params, lattice = gpu_case(**shape)
     results = []
-    for impl in ("fastasr_fused", "torchaudio"):
+    for impl in ("fastasr_fused_ieee", "torchaudio"):
         for p in params:
             p.grad = None
         loss = gpu_step(impl, params, lattice)
