@@ -16,6 +16,7 @@ get cost +inf and a zero gradient, never NaN; a NaN logit makes the loss NaN (ne
 Under NUMBA_ENABLE_CUDASIM=1 the launchers take NumPy arrays (or CPU torch tensors) and run on the CPU.
 """
 import math
+from contextlib import nullcontext
 
 import numpy as np
 from numba import config as numba_config
@@ -232,11 +233,13 @@ def _kernel(name: str, dtype):
 
 
 def _views(arrays):
-    """Torch CUDA tensors -> zero-copy device views; under the simulator, CPU torch tensors -> NumPy views."""
+    """Torch CUDA tensors -> zero-copy device views; under the simulator, CPU torch tensors -> NumPy views.
+
+    sync=False: the kernels are ordered on torch's stream (``stream``), never by waiting on the host."""
     out = []
     for x in arrays:
         if hasattr(x, "__cuda_array_interface__"):
-            out.append(cuda.as_cuda_array(x))
+            out.append(cuda.as_cuda_array(x, sync=False))
         elif hasattr(x, "numpy"):
             out.append(x.numpy())
         else:
@@ -250,8 +253,15 @@ def _dtype_of(x):
     return np.dtype(x.numpy().dtype if hasattr(x, "numpy") else x.dtype)
 
 
-def _configured(kernel, grid: int, block: int, stream):
-    return kernel[grid, block, cuda.external_stream(stream)] if stream else kernel[grid, block]
+def _launch(kernel, grid: int, block: int, stream, arrays) -> None:
+    """Launch on the device that holds the data: under torchrun each rank's tensors live on cuda:LOCAL_RANK while
+    Numba's current device would be 0."""
+    x = arrays[0]
+    on_gpu = getattr(x, "is_cuda", False) and not numba_config.ENABLE_CUDASIM  # a torch CUDA tensor
+    with cuda.gpus[x.device.index] if on_gpu else nullcontext():
+        views = _views(arrays)
+        configured = kernel[grid, block, cuda.external_stream(stream)] if stream else kernel[grid, block]
+        configured(*views)
 
 
 def threads_for(U1: int) -> int:
@@ -267,22 +277,21 @@ def launch_lattice(blank_lp, label_lp, logit_lengths, target_lengths, alpha, bet
     """``stream``: a raw CUDA stream handle (torch.cuda.current_stream().cuda_stream) so the kernel orders with
     torch's work; 0 for the default stream."""
     kernel, _ = _kernel("lattice", _dtype_of(blank_lp))
-    arrays = _views([blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, costs, g_blank, g_label])
-    _configured(kernel, arrays[0].shape[0], 2 * threads_for(arrays[0].shape[2]), stream)(*arrays)
+    B, _, U1 = blank_lp.shape
+    _launch(kernel, B, 2 * threads_for(U1), stream,
+            [blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, costs, g_blank, g_label])
 
 
 def launch_row_log_probs(logits, rows_b, rows_t, targets, blank: int, log_norm, blank_lp, label_lp, stream=0):
     kernel, _ = _kernel("row_log_probs", _dtype_of(logits))
-    arrays = _views([logits, rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp])
-    n, U1, _ = arrays[0].shape
-    grid = max(1, -(-n * U1 // NODES_PER_BLOCK))
-    _configured(kernel, grid, NODES_PER_BLOCK * LANES, stream)(*arrays)
+    n, U1, _ = logits.shape
+    _launch(kernel, max(1, -(-n * U1 // NODES_PER_BLOCK)), NODES_PER_BLOCK * LANES, stream,
+            [logits, rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp])
 
 
 def launch_row_grad(logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank: int, clamp: float,
                     stream=0):
     kernel, scalar = _kernel("row_grad", _dtype_of(logits))
-    arrays = _views([logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank, scalar(clamp)])
-    n, U1, _ = arrays[0].shape
-    grid = max(1, -(-n * U1 // NODES_PER_BLOCK))
-    _configured(kernel, grid, NODES_PER_BLOCK * LANES, stream)(*arrays)
+    n, U1, _ = logits.shape
+    _launch(kernel, max(1, -(-n * U1 // NODES_PER_BLOCK)), NODES_PER_BLOCK * LANES, stream,
+            [logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank, scalar(clamp)])

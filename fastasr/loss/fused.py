@@ -74,8 +74,9 @@ def _rows_per_chunk(chunk_size, device: torch.device, U1: int, V: int, H: int) -
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """a @ b as ``out_dtype``: bf16/fp16 operands accumulate in float32 and, where torch can, the product is not
-    rounded to the operands' precision on the way out."""
+    """a @ b as ``out_dtype``: bf16/fp16 operands, float32 accumulation and output, as on the tensor cores (the
+    product is never rounded to the operands' precision). Without torch's out_dtype GEMM (CPU, torch < 2.8) the
+    operands are widened first: the same numbers, more memory traffic."""
     global _mm_out_dtype_works
     if a.dtype == out_dtype:
         return a @ b
@@ -86,7 +87,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tenso
             return out
         except (RuntimeError, TypeError):  # older torch: no out_dtype overload
             _mm_out_dtype_works = False
-    return (a @ b).to(out_dtype)
+    return a.to(out_dtype) @ b.to(out_dtype)
 
 
 @contextmanager
