@@ -57,7 +57,7 @@ class TrainConfig:
     max_steps: int = 0  # 0: no step limit
     max_minutes: float = 0.0  # 0: no time limit
     seed: int = 1234
-    log_every: int = 10
+    log_every: int = 10  # also how often the host waits for the device and checks max_minutes
     val_every: int = 200
     ckpt_every: int = 200
     device: str = "auto"  # auto | cpu | cuda

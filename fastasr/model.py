@@ -202,12 +202,19 @@ class Transducer(nn.Module):
         y, state = self.predictor(tokens, state)
         return self.joiner.pred_proj(y), state
 
-    def forward(self, feats, feat_lens, tokens, token_lens) -> torch.Tensor:
+    def encoded_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor:
+        """The encoder's output frames per utterance: the same arithmetic as ``encode``, on any device."""
+        sub = self.encoder.subsampling
+        return sub.output_lengths(feat_lens, sub.n_layers)
+
+    def forward(self, feats, feat_lens, tokens, token_lens, host_lengths=None) -> torch.Tensor:
         """Mean RNN-T loss per utterance. The joint + loss run fused: under autocast the joint's GEMMs take
         autocast's dtype (bf16 on the tensor cores), while log-softmax, the lattice and the gradient sums stay
         float32.
 
-        The loss lives in forward (not a side method) so DistributedDataParallel's forward hook sees the call.
+        host_lengths: (encoded_lengths(feat_lens), token_lens) computed on the CPU from the CPU batch, which spares
+        the loss its one device-to-host copy (the step then never waits for the GPU). The loss lives in forward
+        (not a side method) so DistributedDataParallel's forward hook sees the call.
         """
         from fastasr.loss import fused_rnnt_loss
 
@@ -216,7 +223,7 @@ class Transducer(nn.Module):
         pred, _ = self.predict(torch.cat([start, tokens], dim=1))  # (B, U+1, H)
         out = self.joiner.out
         return fused_rnnt_loss(enc, pred, out.weight, out.bias, tokens, enc_lens, token_lens, blank=self.blank,
-                               reduction="mean", activation="tanh")
+                               reduction="mean", activation="tanh", host_lengths=host_lengths)
 
 
 def count_parameters(model: nn.Module) -> int:

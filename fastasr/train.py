@@ -1,13 +1,15 @@
 """The training loop: one readable function, single process or under torchrun (DDP; nccl on GPU, gloo on CPU).
 
 Each step: next batch (an infinite loader, so ranks never wait on each other for data) → device → log-mel →
-SpecAugment → model (bf16 autocast on GPU; the fused joint + RNN-T loss in float32) → backward → clip → one
-all-reduce that makes every rank agree on "this step is non-finite, skip it" and on the elapsed time → step.
+SpecAugment → model (bf16 autocast on GPU: the joint's GEMMs in bf16, the RNN-T loss in float32) → backward → clip
+→ a device-side "non-finite, skip" flag all-reduced across ranks → fused AdamW step that the flag cancels on the
+device. Nothing makes the host wait for the device inside a step (the loss gets its lengths from the CPU batch, so
+it copies nothing back either): losses, counts and the ranks' clocks are read back at sync points only (every
+`log_every` steps, at validation, checkpoints and the last step).
 """
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import math
@@ -28,8 +30,8 @@ from fastasr.config import Config, OptimConfig
 from fastasr.evaluate import score, transcribe_loader
 from fastasr.model import Transducer, count_parameters, log_mel
 from fastasr.text import Tokenizer
-
-SAMPLE_RATE = 16000
+from fastasr.train_logs import Logs, plot_losses
+from fastasr.train_step import Clock, StepParts, Window, load_optimizer_state, make_optimizer, train_step
 
 
 @dataclass(frozen=True)
@@ -79,78 +81,12 @@ def progress_of(step: int, elapsed_s: float, config: Config) -> float:
     return max(parts) if parts else step / max(1, config.optim.decay_steps)
 
 
-def make_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and norms
-    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.beta1, o.beta2))
-
-
 def _gather(obj, d: Dist) -> list:
     if d.world == 1:
         return [obj]
     out = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
-
-
-class Logs:
-    """CSV + TensorBoard on the main rank; a no-op elsewhere."""
-
-    def __init__(self, run: Path, enabled: bool):
-        self.enabled = enabled
-        self.tb = None
-        self.rows: dict[str, list[dict]] = {"train": [], "val": []}
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run / "tb"))
-            except Exception as err:  # tensorboard is optional at run time; the CSV is the record
-                print(f"tensorboard disabled: {err}")
-            self.files = {k: run / f"{k}_log.csv" for k in self.rows}
-
-    def write(self, kind: str, row: dict) -> None:
-        if not self.enabled:
-            return
-        path = self.files[kind]
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        self.rows[kind].append(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{kind}/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def plot_losses(run: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for kind, style in (("train", "-"), ("val", "o-")):
-        path = run / f"{kind}_log.csv"
-        if path.exists():
-            rows = list(csv.DictReader(open(path)))
-            ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], style, label=f"{kind} loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("RNN-T loss (nats / utterance)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run / "loss.png", dpi=120)
-    plt.close(fig)
 
 
 def validate(model: Transducer, tokenizer: Tokenizer, frontend, val_batches: list, device) -> dict:
@@ -219,7 +155,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     step, elapsed, skipped, epoch, consumed = 0, 0.0, 0, 0, 0
     if saved is not None:
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer_state(optimizer, saved["optimizer"])
         if len(saved["data"]) != d.world:
             raise ValueError(f"{run / 'last.pt'} was written by {len(saved['data'])} ranks and this run has {d.world}: "
                              "the data positions and random streams are per rank, so resume with the same world size")
@@ -228,6 +164,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     ddp = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else model
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and config.train.amp \
         else nullcontext()
+    parts = StepParts(ddp, model, optimizer, frontend, augment, amp, config.optim.grad_clip, d.world)
 
     loader = build_loader(data, "train", max_batch_seconds=c.max_batch_seconds, num_workers=c.num_workers,
                           shuffle=True, seed=config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True)
@@ -257,9 +194,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         from tqdm import tqdm
 
         bar = tqdm(total=t.max_steps or None, initial=step, unit="step", dynamic_ncols=True)
-    window = {"loss": 0.0, "n": 0, "steps": 0, "step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "grad_norm": 0.0}
     totals = {"step_s": 0.0, "data_s": 0.0, "audio_s": 0.0, "steps": 0}
     last_val: dict = {}
+    last_loss = None
     it = iter(loader)
     # The loader builds its DataLoader (which draws from torch's generator) on the first next(): take that batch
     # before restoring the RNG so a resumed run continues the exact random stream of the interrupted one.
@@ -267,71 +204,42 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     if saved is not None:
         ckpt_io.set_rng_state(saved["rng"][d.rank])
     start = time.perf_counter() - elapsed
+    clock, window = Clock(step, elapsed), Window(d.device, d.world)
     model.train()
-    while True:
-        if t.max_steps and step >= t.max_steps:
-            break
+    while not (t.max_steps and step >= t.max_steps):
         t0 = time.perf_counter()
         batch, pending = (pending, None) if pending is not None else (next(it), None)
-        t1 = time.perf_counter()
+        data_s = time.perf_counter() - t0
         if batch_hook is not None:
             batch = batch_hook(step, batch)
         epoch, consumed = batch.epoch, batch.index + 1
-        batch = batch.to(d.device, non_blocking=True)
-        with torch.no_grad():
-            feats, feat_lens = frontend(batch.audio, batch.audio_lens)
-            feats = augment(feats, feat_lens)
-        with amp:
-            loss = ddp(feats, feat_lens, batch.tokens, batch.token_lens)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        elapsed = time.perf_counter() - start
-        # One collective per step: any rank's non-finite loss or gradient skips the step everywhere, and every rank
-        # uses the slowest rank's clock for the schedule and the time limit.
-        flags = torch.tensor([float(not (torch.isfinite(loss) and torch.isfinite(grad_norm))), elapsed],
-                             device=d.device)
-        if d.world > 1:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        bad, elapsed = bool(flags[0] > 0), float(flags[1])
-        lr = lr_at(step, progress_of(step, elapsed, config), config.optim)
-        if bad:
-            skipped += 1
-        else:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        lr = lr_at(step, progress_of(step, clock.at(step), config), config.optim)
+        loss, grad_norm, skip = train_step(parts, batch.to(d.device, non_blocking=True), lr,
+                                           (batch.audio_lens, batch.token_lens))
+        window.add(loss, grad_norm, skip, batch.audio_lens, data_s)
         step += 1
-        if d.device.type == "cuda":
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        audio_s = float(batch.audio_lens.sum()) / SAMPLE_RATE
-        for k, v in (("step_s", t2 - t1), ("data_s", t1 - t0), ("audio_s", audio_s)):
-            window[k] += v
-            totals[k] += v
-        totals["steps"] += 1
-        window["steps"] += 1
-        if not bad:
-            window["loss"] += float(loss.detach())
-            window["grad_norm"] += float(grad_norm)
-            window["n"] += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", skipped=skipped)
-        if step % t.log_every == 0:
-            if window["n"]:  # a window of skipped steps only is dropped, not carried over
-                n_steps = window["steps"]
-                logs.write("train", {"step": step, "loss": window["loss"] / window["n"], "lr": lr,
-                                     "grad_norm": window["grad_norm"] / window["n"], "skipped_steps": skipped,
-                                     "step_ms": 1000 * window["step_s"] / n_steps,
-                                     "data_wait_ms": 1000 * window["data_s"] / n_steps,
-                                     "audio_x_realtime": window["audio_s"] * d.world / max(1e-9, window["step_s"]
-                                                                                              + window["data_s"]),
-                                     "elapsed_s": elapsed, "epoch": epoch})
-            window = dict.fromkeys(window, 0)
-        time_up = t.max_minutes and elapsed >= 60.0 * t.max_minutes
-        last_step = time_up or (t.max_steps and step >= t.max_steps)
-        if d.is_main and (step % t.val_every == 0 or last_step) and val_batches:
+        last = bool(t.max_steps) and step >= t.max_steps
+        if not (last or step % t.log_every == 0 or step % t.val_every == 0 or step % t.ckpt_every == 0):
+            continue
+        # A sync point, at the same step on every rank; only here does the host wait for the device.
+        r = window.read(start)
+        elapsed, skipped = r.elapsed, skipped + r.skipped
+        clock.agree(step, r)
+        for k in totals:
+            totals[k] += getattr(r, k)
+        last = last or (bool(t.max_minutes) and elapsed >= 60.0 * t.max_minutes)  # agreed: all ranks stop here
+        if r.loss is not None:  # a window of skipped steps only is dropped, not carried over
+            last_loss = r.loss
+            logs.write("train", {"step": step, "loss": r.loss, "lr": lr, "grad_norm": r.grad_norm,
+                                 "skipped_steps": skipped, "step_ms": 1000 * r.step_s / r.steps,
+                                 "data_wait_ms": 1000 * r.data_s / r.steps,
+                                 "audio_x_realtime": r.audio_s * d.world / max(1e-9, r.step_s + r.data_s),
+                                 "elapsed_s": elapsed, "epoch": epoch})
+        if bar is not None:
+            bar.set_postfix(loss="-" if r.loss is None else f"{r.loss:.3f}", lr=f"{lr:.2e}", skipped=skipped)
+        if d.is_main and (step % t.val_every == 0 or last) and val_batches:
             last_val = validate(model, tokenizer, frontend, val_batches, d.device)
             logs.write("val", {"step": step, "loss": last_val["loss"], "wer": last_val["wer"],
                                "cer": last_val["cer"]})
@@ -340,8 +248,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
             (bar.write(msg) if bar is not None else print(msg, flush=True))
         if step % t.ckpt_every == 0:
             save()
-        if time_up:
+        if last:
             break
+        window.restart()  # after validation and saving, which are no part of the step time
 
     if saved_at != step:
         save()
@@ -364,8 +273,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         "step_ms": round(1000 * totals["step_s"] / steps_run, 1),
         "data_wait_ms": round(1000 * totals["data_s"] / steps_run, 1),
         "data_wait_fraction": round(totals["data_s"] / max(1e-9, totals["step_s"] + totals["data_s"]), 4),
-        "final_train_loss": (logs.rows["train"][-1]["loss"] if logs.rows["train"]
-                             else window["loss"] / window["n"] if window["n"] else None),
+        "final_train_loss": last_loss,
     }
     if last_val:
         summary.update(val_loss=round(last_val["loss"], 4), val_wer=round(last_val["wer"], 4),

@@ -64,9 +64,10 @@ def _build(dtype: np.dtype) -> dict:
     scalar = dtype.type
     NEG, ZERO, ONE, INF = scalar(-math.inf), scalar(0.0), scalar(1.0), scalar(math.inf)
     NBT = _NUMBA_TYPES[dtype]
-    # forceinline: inlined in Numba's IR, not left to NVVM (the simulator's jit has no such option).
-    inline = {} if numba_config.ENABLE_CUDASIM else {"forceinline": True}
-    logaddexp = cuda.jit(device=True, **inline)(make_logaddexp(NEG))
+    try:  # forceinline: inlined in Numba's IR rather than left to NVVM's judgement
+        logaddexp = cuda.jit(device=True, forceinline=True)(make_logaddexp(NEG))
+    except TypeError:  # the simulator, or a numba-cuda older than the option
+        logaddexp = cuda.jit(device=True)(make_logaddexp(NEG))
 
     @cuda.jit
     def row_log_probs(logits, rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp):

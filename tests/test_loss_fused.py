@@ -218,3 +218,23 @@ def test_fused_tensor_core_paths_stay_close_to_float64(mode):
     for g, w in zip(grads, want_grads):
         err = (g.double().cpu() - w).norm() / w.norm()
         assert err < 5 * rel, (mode, float(err))
+
+
+def test_host_lengths_spare_the_transfer_and_give_the_same_loss(monkeypatch):
+    params, (targets, tl, ul) = ragged_case(4, B=6)
+    want, want_grads = value_and_grads(fused_rnnt_loss, params, (targets, tl, ul), chunk_size=5)
+    copies = []
+    original = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(1) or original(self, *a, **k))
+    got, grads = value_and_grads(fused_rnnt_loss, params, (targets, tl, ul), chunk_size=5,
+                                 host_lengths=(tl.numpy(), ul.numpy()))
+    assert copies == []
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
+    bad = targets.clone()
+    bad[1, 0] = 99  # sequence 1 has U_b = U, so this id is read
+    with pytest.raises(RuntimeError, match="target id"):
+        fused_rnnt_loss(*params, bad, tl, ul, host_lengths=(tl.numpy(), ul.numpy()))
+    with pytest.raises(ValueError, match="host_lengths"):
+        fused_rnnt_loss(*params, targets, tl, ul, host_lengths=(tl.numpy(), ul.numpy()[:2]))

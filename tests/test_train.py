@@ -1,4 +1,5 @@
-"""Training: resume equals an uninterrupted run, non-finite steps are skipped and counted, 2-rank torchrun (gloo)."""
+"""Training: resume equals an uninterrupted run, non-finite steps are skipped (on the device) and counted, the host
+waits for the device only at sync points, 2-rank torchrun (gloo)."""
 
 import json
 import os
@@ -101,3 +102,77 @@ def test_torchrun_two_ranks_gloo(shards, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1], digests
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 5
+
+
+READ_BACKS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
+STEP_CODE = tuple(os.path.join("fastasr", f) for f in ("train.py", "train_step.py", "features.py", "model.py"))
+
+
+def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeypatch):
+    # Every read-back a tensor offers, counted when the training code calls it (the loss's one length read-back and
+    # torch's own internals are elsewhere), labelled with the step count the loop has reached.
+    reads, at = [], {"step": None}
+
+    def counted(name):
+        original = getattr(torch.Tensor, name)
+
+        def read_back(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code
+            if caller.co_filename.endswith(STEP_CODE):
+                reads.append((at["step"], name, caller.co_name))
+            return original(self, *args, **kwargs)
+
+        return read_back
+
+    def label(step, batch):
+        at["step"] = step + 1
+        return batch
+
+    for name in READ_BACKS:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    summary = train(shards, tmp_path / "run", make_config(max_steps=8, log_every=4, progress=True),
+                    batch_hook=label)
+    monkeypatch.undo()
+    assert summary["steps"] == 8
+    between = [r for r in reads if r[0] is not None and r[0] % 4]
+    assert not between, f"read-backs between sync points: {between}"
+    # The counter does see the training code: the window read-back at both sync points, validation's loss at the end.
+    assert (4, "tolist", "read") in reads and (8, "tolist", "read") in reads
+    assert (8, "__float__", "validate") in reads
+
+
+def test_time_limit_is_decided_at_a_sync_point(shards, tmp_path):
+    summary = train(shards, tmp_path / "run", make_config(max_steps=50, max_minutes=1e-6, log_every=3))
+    assert summary["steps"] == 3
+
+
+def test_skip_flag_leaves_fused_adamw_untouched_and_old_state_loads_fused():
+    from fastasr.config import OptimConfig
+    from fastasr.train_step import load_optimizer_state, make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    # What older checkpoints hold: a non-fused AdamW with the same two groups, one step taken.
+    old = torch.optim.AdamW([{"params": [model.weight], "weight_decay": 0.1}, {"params": [model.bias],
+                                                                              "weight_decay": 0.0}], lr=1e-2)
+    model(torch.randn(4, 3)).square().sum().backward()
+    old.step()
+    opt = make_optimizer(model, OptimConfig(weight_decay=0.1))
+    load_optimizer_state(opt, old.state_dict())
+    assert all(g["fused"] for g in opt.param_groups)
+
+    def snapshot():
+        return ({k: v.clone() for k, v in model.state_dict().items()},
+                {i: {k: v.clone() for k, v in s.items()} for i, s in opt.state_dict()["state"].items()})
+
+    before = snapshot()
+    opt.grad_scale, opt.found_inf = None, torch.tensor(1.0)
+    opt.step()
+    after = snapshot()
+    assert_same(before[0], after[0], atol=0, rtol=0)
+    for i in before[1]:
+        assert_same(before[1][i], after[1][i], atol=0, rtol=0)
+    opt.found_inf = torch.tensor(0.0)
+    opt.step()
+    assert not torch.equal(model.weight, before[0]["weight"])
+    assert all(float(s["step"]) == 2 for s in opt.state_dict()["state"].values())

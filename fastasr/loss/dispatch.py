@@ -37,10 +37,11 @@ class LatticeInputs(NamedTuple):
 
 
 def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: int, U1: int, V: int, blank: int,
-                         device: torch.device) -> LatticeInputs:
+                         device: torch.device, host_lengths=None) -> LatticeInputs:
     """Validate targets and lengths against a (B, T, U+1, V) lattice; raises ValueError on anything that has no
     defined loss. On CUDA this is the loss's only synchronisation: the lengths and the target check travel to the
-    host together."""
+    host together; with ``host_lengths`` (the caller's CPU copy of both lengths) nothing travels and a bad target
+    id trips a device-side assert instead."""
     for name, x, dim in (("targets", targets, 2), ("logit_lengths", logit_lengths, 1),
                          ("target_lengths", target_lengths, 1)):
         if not isinstance(x, torch.Tensor):
@@ -66,7 +67,15 @@ def check_lattice_inputs(targets, logit_lengths, target_lengths, *, B: int, T: i
     valid = torch.arange(U1 - 1, device=device)[None, :] < target_lengths[:, None]  # (B, U)
     targets = targets.long()
     bad = valid & ((targets < 0) | (targets >= V))  # (B, U); would otherwise be an out-of-bounds read
-    host = torch.cat([logit_lengths, target_lengths, bad.any().long()[None]]).cpu().numpy()  # the one sync
+    if host_lengths is not None:
+        shapes = [np.shape(x) for x in host_lengths]
+        if shapes != [(B,), (B,)]:
+            raise ValueError(f"host_lengths must be two ({B},) arrays (logit and target lengths), got {shapes}")
+        host_lengths = np.stack([np.asarray(x, dtype=np.int64) for x in host_lengths])
+        torch._assert_async(~bad.any(), f"a target id outside [0, {V})")
+        host = np.concatenate([host_lengths.reshape(-1), [0]])
+    else:
+        host = torch.cat([logit_lengths, target_lengths, bad.any().long()[None]]).cpu().numpy()  # the one sync
     host_lengths = host[:2 * B].reshape(2, B)
     t_min, t_max = int(host_lengths[0].min()), int(host_lengths[0].max())
     u_min, u_max = int(host_lengths[1].min()), int(host_lengths[1].max())

@@ -13,7 +13,8 @@ predictor side). Extra memory is O(chunk x U' x max(V, H)) plus O(B T (U+1)).
 Precision: the joint's GEMMs run on the tensor cores when they can, in bf16 under CUDA autocast (float32 output and
 accumulation) and TF32 for float32 CUDA inputs (scoped to this call); log-softmax, the lattice and every gradient
 accumulator are float32 (float64 for float64 inputs). The one device-to-host transfer per call is the lengths
-(with the target check), in ``dispatch.check_lattice_inputs``; backward transfers nothing.
+(with the target check), in ``dispatch.check_lattice_inputs``, and none when the caller passes them from its CPU
+batch (``host_lengths``); backward transfers nothing.
 """
 from __future__ import annotations
 
@@ -229,7 +230,7 @@ def fused_rnnt_loss(enc: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor,
                     targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor, *,
                     blank: int = 0, reduction: str = "mean", activation: str = "tanh",
                     chunk_size: int | None = None, clamp: float = -1, zero_infinity: bool = False,
-                    allow_tf32: bool = True) -> torch.Tensor:
+                    allow_tf32: bool = True, host_lengths=None) -> torch.Tensor:
     """Joint network + RNN-T loss in one operation, never holding the (B, T, U+1, V) logits.
 
     Equal in value and in the gradients of ``enc``, ``pred``, ``weight`` and ``bias`` to
@@ -244,6 +245,9 @@ def fused_rnnt_loss(enc: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor,
             together, so a chunk may span several sequences. None picks a size that keeps one chunk's temporaries
             near 16 MB (CPU) / 128 MB (CUDA) per tensor. It bounds the extra memory, not the result.
         allow_tf32: float32 CUDA inputs use TF32 tensor cores for the joint's GEMMs (set only for this call).
+        host_lengths: optional (logit_lengths, target_lengths) on the host (CPU tensors or arrays), equal to the
+            device ones, when the caller has them from its CPU batch: the call then makes no device-to-host copy at
+            all, and the target-id check becomes a device-side assert (a bad id aborts the CUDA context).
 
     The joint's GEMMs take the inputs' dtype, or bf16 (autocast's dtype) when called under autocast on the
     inputs' device, with float32 outputs; log-softmax, the lattice and the gradient accumulation run in float32
@@ -275,7 +279,8 @@ def fused_rnnt_loss(enc: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor,
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     U1 = pred.shape[1]
     targets, logit_lengths, target_lengths, blank, host_lengths = dispatch.check_lattice_inputs(
-        targets, logit_lengths, target_lengths, B=B, T=T, U1=U1, V=V, blank=blank, device=enc.device)
+        targets, logit_lengths, target_lengths, B=B, T=T, U1=U1, V=V, blank=blank, device=enc.device,
+        host_lengths=host_lengths)
     rows = _rows_per_chunk(chunk_size, enc.device, U1, V, H)
     costs = _FusedRNNTLoss.apply(enc, pred, weight, bias, targets, logit_lengths, target_lengths, host_lengths,
                                  blank, activation, rows, float(clamp), _matmul_dtype(enc), bool(allow_tf32))  # (B,)

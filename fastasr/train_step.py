@@ -1,0 +1,161 @@
+"""One training step that never waits for the device, and the numbers it leaves there until a sync point.
+
+The step decides "non-finite, skip" on the device (the flag all-reduced across ranks) and the fused AdamW cancels
+itself on that flag; the window's sums stay on the device and the ranks' clocks are agreed only when the training loop
+reads them back, so every rank computes the same lr from the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from fastasr.config import OptimConfig
+from fastasr.model import Transducer
+
+if TYPE_CHECKING:
+    from fastasr.data import Batch
+
+SAMPLE_RATE = 16000
+
+
+def make_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    """Fused AdamW: its `found_inf` input lets a device-side flag cancel a step without the host looking at it."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and norms
+    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.beta1, o.beta2),
+                             fused=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimiser state, fused whatever wrote it.
+
+    Older checkpoints come from a non-fused AdamW, and loading adopts the saved groups' flags: without `fused` the
+    skip flag would be refused, and without it at load time the `step` counts would stay on the CPU.
+    """
+    groups = [dict(g, fused=True, foreach=None) for g in state["param_groups"]]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """What a training step touches, built once per run."""
+
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    model: Transducer
+    optimizer: torch.optim.Optimizer
+    frontend: torch.nn.Module
+    augment: torch.nn.Module
+    amp: object  # bf16 autocast, or a null context
+    grad_clip: float
+    world: int
+
+
+def train_step(p: StepParts, batch: Batch, lr: float, cpu_lengths: tuple[torch.Tensor, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on a device batch that never waits for the device: (loss, grad_norm, skip) as 0-dim tensors.
+
+    cpu_lengths: the CPU batch's (audio_lens, token_lens), from which the loss's lengths are computed on the host,
+    so the loss needs no device-to-host copy either.
+
+    skip is 1.0 when any rank's loss or gradient norm is non-finite. The fused AdamW reads it as GradScaler's
+    `found_inf` and then leaves weights, moments and step counts untouched on every rank alike.
+    """
+    with torch.no_grad():
+        feats, feat_lens = p.frontend(batch.audio, batch.audio_lens)
+        feats = p.augment(feats, feat_lens)
+    audio_lens, token_lens = cpu_lengths
+    host_lengths = (p.model.encoded_lengths(p.frontend.output_lengths(audio_lens)), token_lens)
+    with p.amp:
+        loss = p.net(feats, feat_lens, batch.tokens, batch.token_lens, host_lengths=host_lengths)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.grad_clip)
+    skip = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()  # float32: what found_inf must be
+    if p.world > 1:
+        dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # queued on the device like the gradients' all-reduce
+    for group in p.optimizer.param_groups:
+        group["lr"] = lr
+    p.optimizer.grad_scale, p.optimizer.found_inf = None, skip
+    p.optimizer.step()
+    p.optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), grad_norm, skip
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sync point's numbers. loss and grad_norm average the window's finite steps over all ranks (None when every
+    step was skipped); elapsed is the slowest rank's and s_per_step the main rank's, the same values on every rank."""
+
+    loss: float | None
+    grad_norm: float | None
+    skipped: int
+    elapsed: float
+    s_per_step: float
+    steps: int
+    step_s: float  # this rank's window: wall-clock seconds less the data wait
+    data_s: float
+    audio_s: float
+
+
+class Window:
+    """The steps since the last sync point, each number kept where it arises: loss and gradient-norm sums over finite
+    steps and the finite / skipped counts on the device, data wait and audio seconds on the host."""
+
+    def __init__(self, device: torch.device, world: int):
+        self.device, self.world = device, world
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, grad norm, finite steps, skipped steps
+        self.restart()
+
+    def restart(self) -> None:
+        self.sums.zero_()
+        self.start, self.steps, self.data_s = time.perf_counter(), 0, 0.0
+        self.audio_samples = torch.zeros((), dtype=torch.int64)
+
+    def add(self, loss, grad_norm, skip, cpu_audio_lens: torch.Tensor, data_s: float) -> None:
+        kept = torch.stack([loss.float(), grad_norm.float()]).where(skip == 0, 0.0)  # NaN * 0 would stay NaN
+        self.sums += torch.cat([kept, 1.0 - skip[None], skip[None]])
+        # The CPU batch's lengths, summed on the host: reading the device copy would wait for the device.
+        self.audio_samples += cpu_audio_lens.sum()
+        self.steps += 1
+        self.data_s += data_s
+
+    def read(self, start: float) -> Reading:
+        """A sync point: one read-back of this rank's sums, then (world > 1) one gather of all ranks' sums, clocks."""
+        mine = self.sums.tolist()  # waits for this rank's device, so the clock below reads when the work finished
+        now = time.perf_counter()
+        rows = [[*mine, now - start, now - self.start]]
+        if self.world > 1:
+            out = torch.empty(self.world, len(rows[0]), dtype=torch.float64, device=self.device)
+            dist.all_gather(list(out.unbind()), torch.tensor(rows[0], dtype=torch.float64, device=self.device))
+            rows = out.tolist()
+        finite, skipped = int(mine[2]), int(mine[3])  # the same on every rank: the skip flag is agreed
+        n = finite * self.world
+        return Reading(loss=sum(r[0] for r in rows) / n if n else None,
+                       grad_norm=sum(r[1] for r in rows) / n if n else None, skipped=skipped,
+                       # The main rank's rate: the others' windows also hold their wait for its validation.
+                       elapsed=max(r[4] for r in rows), s_per_step=rows[0][5] / max(1, self.steps),
+                       steps=self.steps, step_s=now - self.start - self.data_s, data_s=self.data_s,
+                       audio_s=int(self.audio_samples) / SAMPLE_RATE)
+
+
+class Clock:
+    """Training seconds that every rank agrees on without a per-step read-back, so all ranks compute the same lr.
+
+    Exact at sync points (the slowest rank's clock); in between, extrapolated from the last agreed value by the agreed
+    seconds per step of the last window. That rate leaves out validation and checkpoint time, so the estimate tends
+    to run a little behind and catch up at the next sync rather than run ahead and step the lr back.
+    """
+
+    def __init__(self, step: int, elapsed: float):
+        self.step, self.elapsed, self.s_per_step = step, elapsed, 0.0
+
+    def agree(self, step: int, reading: Reading) -> None:
+        self.step, self.elapsed, self.s_per_step = step, reading.elapsed, reading.s_per_step
+
+    def at(self, step: int) -> float:
+        return self.elapsed + (step - self.step) * self.s_per_step
