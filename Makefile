@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check-prepare clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,5 +27,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only -q
 
+# Before a GPU session, here: shards from an espeak-ng corpus and the wheels the GPU machine lacks, in one folder
+# (<= 30 MB) to carry there; it prints the command to run on the GPU machine (tools/gpu_check.py).
+gpu-check-prepare: $(STAMP)
+	$(BIN)/python tools/gpu_check.py --prepare .gpu_check
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .numba_cache .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .numba_cache .pytest_cache .gpu_check
