@@ -29,3 +29,18 @@ def test_runs_from_a_source_checkout_without_installing():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == str(ROOT / "kernels" / "rnnt_cpu.py")
+
+
+def test_commands_choose_passive_openmp_waiting_before_torch_loads():
+    # libgomp reads OMP_WAIT_POLICY when torch loads it, so the CLI must set it before any command imports torch.
+    code = ("import os, sys\n"
+            "os.environ.pop('OMP_WAIT_POLICY', None)\n"
+            "import fastasr.commands\n"
+            "assert 'torch' not in sys.modules\n"
+            "print(os.environ['OMP_WAIT_POLICY'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "PASSIVE", proc.stderr[-2000:]
+    kept = subprocess.run([sys.executable, "-c", "import os, fastasr.commands; print(os.environ['OMP_WAIT_POLICY'])"],
+                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                             "OMP_WAIT_POLICY": "ACTIVE"})
+    assert kept.stdout.strip() == "ACTIVE"
