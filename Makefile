@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+# torch's OpenMP threads would spin between ops and starve Numba's kernels and loader workers (the CLI sets the same).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install demo test bench gpu-check-prepare clean
 
