@@ -41,7 +41,8 @@ class AudioInfo:
 
 
 class AudioRejected(ValueError):
-    """Audio that must not reach a shard; `reason` is `audio_empty` or `audio_undecodable`."""
+    """Audio that must not reach a shard; `reason` is `audio_empty` or `audio_undecodable` (and, for a span cut
+    out of a recording, `audio_missing`, `audio_unreadable` or `segment_out_of_range`: see segment.py)."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

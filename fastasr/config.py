@@ -1,12 +1,15 @@
 """Training configuration: one frozen dataclass per concern, presets, CLI overrides, and the dict form checkpoints carry.
 
 Overrides are `section.field=value` strings (`model.d_model=256`, `optim.lr=5e-4`); the value is parsed with the
-type of the field's default, so a typo in a name or a type fails loudly instead of being ignored.
+type of the field's default, so a typo in a name or a type fails loudly instead of being ignored: a UserError that
+names the key and what it accepts. `check` refuses values outside what the model and the loop accept.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+
+from fastasr.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -110,47 +113,117 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
-def _parse_value(text: str, like):
+SECTIONS = ("model", "optim", "data", "train")
+
+
+def _parse_value(key: str, text: str, like):
+    """`text` as the type of the default `like`; a UserError naming `key` and what it accepts otherwise."""
     if isinstance(like, bool):
         low = text.lower()
         if low not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"expected a boolean, got {text!r}")
+            raise UserError(f"{key}={text}: wants true or false (also 1/0, yes/no)")
         return low in ("1", "true", "yes")
-    return type(like)(text)
+    kind = type(like)
+    try:
+        return kind(text)
+    except ValueError:
+        what = {int: "an integer, like", float: "a number, like"}.get(kind, "a value like")
+        raise UserError(f"{key}={text}: wants {what} {like}") from None
 
 
 def apply_overrides(config: Config, overrides: dict[str, dict] | list[str]) -> Config:
-    """`{"model": {"d_model": 256}}` or `["model.d_model=256", …]` applied on top of `config`."""
+    """`{"model": {"d_model": 256}}` or `["model.d_model=256", …]` applied on top of `config`.
+
+    A malformed item, an unknown section or setting, or a value of the wrong type raises UserError naming it."""
     if isinstance(overrides, list):
         nested: dict[str, dict] = {}
         for item in overrides:
             key, sep, value = item.partition("=")
             section, dot, name = key.partition(".")
             if not sep or not dot:
-                raise ValueError(f"override {item!r} is not of the form section.field=value")
+                raise UserError(f"override {item!r} is not of the form section.field=value (e.g. model.d_model=256)")
             nested.setdefault(section, {})[name] = value
         overrides = nested
     for section, values in overrides.items():
-        if section not in ("model", "optim", "data", "train"):
-            raise ValueError(f"unknown config section {section!r}")
+        if section not in SECTIONS:
+            raise UserError(f"{section}: no such config section{did_you_mean(section, SECTIONS)}; the sections are "
+                            f"{', '.join(SECTIONS)}")
         current = getattr(config, section)
-        names = {f.name for f in fields(current)}
+        names = [f.name for f in fields(current)]
         parsed = {}
         for name, value in values.items():
             if name not in names:
-                raise ValueError(f"unknown setting {section}.{name}; known: {sorted(names)}")
+                raise UserError(f"{section}.{name}: unknown setting"
+                                f"{did_you_mean(name, names).replace('mean ', f'mean {section}.')}; {section} has "
+                                f"{', '.join(names)}")
             like = getattr(current, name)
-            parsed[name] = _parse_value(value, like) if isinstance(value, str) and not isinstance(like, str) else value
+            parsed[name] = (_parse_value(f"{section}.{name}", value, like)
+                            if isinstance(value, str) and not isinstance(like, str) else value)
         config = replace(config, **{section: replace(current, **parsed)})
+    return config
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _fraction(v) -> bool:
+    return 0 <= v < 1
+
+
+# setting → (test, what is accepted); the rest (seeds, vocab_size) take any value of their type.
+RULES = {
+    "model.n_mels": (_positive, "> 0"),
+    "model.subsampling": (lambda v: v in (2, 4, 8), "2, 4 or 8"),
+    "model.encoder": (lambda v: v in ("conformer", "lstm"), "conformer or lstm"),
+    "model.conv_kernel": (lambda v: v > 0 and v % 2 == 1, "an odd number > 0 (the convolution keeps the length)"),
+    "model.dropout": (_fraction, "0 <= p < 1"),
+    **{f"model.{k}": (_positive, "> 0") for k in ("subsampling_channels", "d_model", "n_layers", "n_heads",
+                                                    "ff_mult", "pred_embed", "pred_hidden", "pred_layers",
+                                                    "joint_dim")},
+    "optim.lr": (_positive, "> 0"),
+    "optim.weight_decay": (_non_negative, ">= 0"),
+    "optim.beta1": (_fraction, "0 <= beta < 1"),
+    "optim.beta2": (_fraction, "0 <= beta < 1"),
+    "optim.warmup_steps": (_non_negative, ">= 0"),
+    "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "0 <= ratio <= 1"),
+    "optim.decay_steps": (_positive, "> 0"),
+    "optim.grad_clip": (_positive, "> 0"),
+    "data.max_batch_seconds": (_positive, "> 0"),
+    "data.val_batch_seconds": (_positive, "> 0"),
+    **{f"data.{k}": (_non_negative, ">= 0") for k in ("num_workers", "freq_masks", "freq_width", "time_masks",
+                                                       "time_width", "val_utterances")},
+    "train.max_steps": (_non_negative, ">= 0 (0: no step limit)"),
+    "train.max_minutes": (_non_negative, ">= 0 (0: no time limit)"),
+    **{f"train.{k}": (_positive, ">= 1") for k in ("log_every", "val_every", "ckpt_every")},
+    "train.device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+    "train.threads": (_non_negative, ">= 0 (0: torch's default)"),
+}
+
+
+def check(config: Config) -> Config:
+    """Raise UserError naming the first setting outside what the model and the loop accept."""
+    for key, (ok, accepted) in RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not ok(value) or (isinstance(value, float) and value != value):
+            raise UserError(f"{key}={value}: wants {accepted}")
+    m = config.model
+    if m.encoder == "conformer" and m.d_model % m.n_heads:
+        raise UserError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
     return config
 
 
 def preset(name: str, overrides: dict[str, dict] | list[str] | None = None) -> Config:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise UserError(f"--preset {name!r}: choose from {', '.join(sorted(PRESETS))}")
     config = apply_overrides(Config(), PRESETS[name])
-    return apply_overrides(config, overrides or {})
+    return check(apply_overrides(config, overrides or {}))
 
 
 __all__ = ["ModelConfig", "OptimConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "preset",
-           "apply_overrides"]
+           "apply_overrides", "check"]

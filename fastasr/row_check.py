@@ -6,10 +6,13 @@ one reason: the first check it fails.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from fastasr.audio_check import AudioRejected, verify
+from fastasr.audio_check import VERIFY_MODES, AudioRejected, verify
 from fastasr.corpus import Row
+from fastasr.errors import UserError
+from fastasr.segment import cut_span, needs_cut
 from fastasr.text import TextConfig, TextRejected, normalize
 
 # The seed notebook dropped "1-second clips with 10+ words"; we read that as: duration rounds to at most one second
@@ -31,6 +34,18 @@ class Filters:
     max_cps: float = 25.0
     verify: str = "full"
 
+    def __post_init__(self) -> None:
+        # Named as the shard command's options: a contradiction is found before any file is read.
+        for low, high, unit in (("min_duration", "max_duration", "s"), ("min_cps", "max_cps", "chars/s")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if not lo >= 0:
+                raise UserError(f"--{low.replace('_', '-')} {lo}: wants a number >= 0 ({unit})")
+            if not hi > lo:
+                raise UserError(f"--{high.replace('_', '-')} {hi} must be above --{low.replace('_', '-')} {lo} "
+                                f"(nothing could pass both)")
+        if self.verify not in VERIFY_MODES:
+            raise UserError(f"--verify {self.verify!r}: choose from {', '.join(VERIFY_MODES)}")
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -43,6 +58,7 @@ class Sample:
     duration: float
     sample_rate: int
     channels: int
+    offset: float | None = None  # a segment's start in its recording, s
 
 
 @dataclass(frozen=True)
@@ -59,36 +75,48 @@ def chars_per_second(text: str, duration: float) -> float:
 
 def check_row(row: Row, text_config: TextConfig, filters: Filters) -> Sample | Reject:
     if row.reject:
-        return Reject(row.source, row.reject, row.detail)
+        return Reject(row.label, row.reject, row.detail)
     if row.audio is None:
-        return Reject(row.source, "audio_missing", "no audio file for this transcript")
-    data = _read_bytes(row, row.audio, "audio_missing", "audio_unreadable")
-    if isinstance(data, Reject):
-        return data
+        return Reject(row.label, "audio_missing", "no audio file for this transcript")
+    if needs_cut(row):
+        data = None  # a span: decoded after the transcript has passed, without reading the whole recording
+        try:
+            os.stat(row.audio)
+        except FileNotFoundError:
+            return Reject(row.label, "audio_missing", row.audio)
+        except OSError as err:
+            return Reject(row.label, "audio_unreadable", f"{type(err).__name__}: {err.strerror}")
+    else:
+        data = _read_bytes(row, row.audio, "audio_missing", "audio_unreadable")
+        if isinstance(data, Reject):
+            return data
 
-    raw = _read_transcript(row)
+    raw = read_transcript(row)
     if isinstance(raw, Reject):
         return raw
     try:
         text = normalize(raw, text_config)
     except TextRejected as err:
-        return Reject(row.source, err.reason, err.detail)
+        return Reject(row.label, err.reason, err.detail)
 
     try:
-        info = verify(data, filters.verify)
+        if data is None:
+            span = cut_span(row, filters.verify)
+            data, ext, info, offset = span.data, span.ext, span.info, span.offset
+        else:
+            info, ext, offset = verify(data, filters.verify), row.audio.rsplit(".", 1)[-1].lower(), None
     except AudioRejected as err:
-        return Reject(row.source, err.reason, err.detail)
+        return Reject(row.label, err.reason, err.detail)
     duration = info.duration
     caught = seed_rule(duration, len(text.split()))
     if duration < filters.min_duration:
-        return Reject(row.source, "duration_too_short", f"{duration:.3f} s", caught)
+        return Reject(row.label, "duration_too_short", f"{duration:.3f} s", caught)
     if duration > filters.max_duration:
-        return Reject(row.source, "duration_too_long", f"{duration:.3f} s", caught)
+        return Reject(row.label, "duration_too_long", f"{duration:.3f} s", caught)
     cps = chars_per_second(text, duration)
     if not filters.min_cps <= cps <= filters.max_cps:
-        return Reject(row.source, "speaking_rate", f"{cps:.1f} chars/s over {duration:.2f} s", caught)
-    ext = row.audio.rsplit(".", 1)[-1].lower()
-    return Sample(row.key, row.source, ext, data, text, raw, duration, info.sample_rate, info.channels)
+        return Reject(row.label, "speaking_rate", f"{cps:.1f} chars/s over {duration:.2f} s", caught)
+    return Sample(row.key, row.source, ext, data, text, raw, duration, info.sample_rate, info.channels, offset)
 
 
 def _read_bytes(row: Row, path: str, missing: str, unreadable: str) -> bytes | Reject:
@@ -96,25 +124,25 @@ def _read_bytes(row: Row, path: str, missing: str, unreadable: str) -> bytes | R
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        return Reject(row.source, missing, path)
+        return Reject(row.label, missing, path)
     except OSError as err:
-        return Reject(row.source, unreadable, f"{type(err).__name__}: {err.strerror}")
+        return Reject(row.label, unreadable, f"{type(err).__name__}: {err.strerror}")
 
 
-def _read_transcript(row: Row) -> str | Reject:
+def read_transcript(row: Row) -> str | Reject:
     if row.text is not None:
         raw = row.text
     else:
         if row.text_path is None:
-            return Reject(row.source, "transcript_missing", "no .txt beside the audio")
+            return Reject(row.label, "transcript_missing", "no .txt beside the audio")
         blob = _read_bytes(row, row.text_path, "transcript_missing", "transcript_unreadable")
         if isinstance(blob, Reject):
             return blob
         try:
             raw = blob.decode("utf-8-sig")
         except UnicodeDecodeError as err:
-            return Reject(row.source, "transcript_not_utf8", f"byte {err.start}: {blob[err.start:err.start + 4]!r}")
+            return Reject(row.label, "transcript_not_utf8", f"byte {err.start}: {blob[err.start:err.start + 4]!r}")
     raw = raw.strip()
     if not raw:
-        return Reject(row.source, "transcript_empty")
+        return Reject(row.label, "transcript_empty")
     return raw

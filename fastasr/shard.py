@@ -1,9 +1,10 @@
 """Corpus → WebDataset tar shards: list, plan, check and write in parallel, account for every row.
 
-The flow (see DESIGN.md): the main process lists the corpus, rejects duplicate keys, hashes every key into a split,
-sorts each split's keys and cuts them into shards of `shard_size` input rows. That plan depends only on the listing
-and the options, so a rerun, or another machine running `--part I/N`, computes the same one. Workers then write
-whole shards: each row is checked (`row_check`), accepted samples go into `KEY.{opus,wav,flac}` / `KEY.txt` /
+The flow (see DESIGN.md): the main process lists the corpus (corpus.py and the manifest readers), rejects duplicate
+keys and overlapping segments (segment.py), hashes every key — or its `--group-by` group (grouping.py) — into a
+split, sorts each split's keys and cuts them into shards of `shard_size` input rows. That plan depends only on the
+listing and the options, so a rerun, or another machine running `--part I/N`, computes the same one. Workers then
+write whole shards: each row is checked (`row_check`), accepted samples go into `KEY.{opus,wav,flac}` / `KEY.txt` /
 `KEY.json` members with fixed tar metadata, so the same inputs give byte-identical shards. A shard is written to a
 temporary name and renamed, any older sidecar removed first; then its sidecar `OUT/.meta/<split>/shard-NNNNNN.json`
 (counts, rejects, and a fingerprint of its rows and options, sizes and mtimes of its input files) is written and
@@ -16,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import multiprocessing as mp
 import os
-import sys
 import tarfile
 import threading
 import time
@@ -26,13 +27,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fastasr.corpus import Row, read_source
+from fastasr.corpus import FORMATS, Row, read_source
+from fastasr.errors import UserError
+from fastasr.grouping import GroupRule, parse_group_by, split_rows
 from fastasr.row_check import SEED_RULE, Filters, Reject, Sample, check_row
+from fastasr.segment import overlapping
 from fastasr.shard_index import build_index, part_paths, write_outputs
-from fastasr.split import SPLITS, ShardPlan, assign_split, plan_shards, shards_of_part
+from fastasr.split import SPLITS, ShardPlan, plan_shards, shards_of_part
 from fastasr.text import DEFAULT_TEXT, TextConfig
 
 META_DIR = ".meta"
+log = logging.getLogger("fastasr.shard")
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,11 @@ class ShardOptions:
     split_fractions: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
     seed: int = 17
     shard_size: int = 1000
+    group_by: str | None = None  # grouping.py's rule; None: every row hashed on its key
 
     def settings(self) -> dict:
         """Everything that decides the output; recorded in the index and in each shard's fingerprint."""
-        return {
+        settings = {
             "text": self.text.to_dict(),
             "seed": self.seed,
             "split_fractions": self.split_fractions,
@@ -53,6 +59,9 @@ class ShardOptions:
             "shard_size": self.shard_size,
             "filters": asdict(self.filters),
         }
+        if self.group_by is not None:  # only when set: shards built before the option existed stay complete
+            settings["group_by"] = self.group_by
+        return settings
 
 
 @dataclass
@@ -77,13 +86,14 @@ def build_shards(
     start = time.perf_counter()
     out = Path(out)
     workers = workers or len(os.sched_getaffinity(0))
+    rule = parse_group_by(options.group_by)  # a bad pattern fails before the listing
     _, rows_iter = read_source(source, manifest)
     rows = list(rows_iter)
-    if progress:
-        print(f"listed {len(rows)} input rows in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    log.info("listed %d input rows in %.1f s", len(rows), time.perf_counter() - start)
     if not rows:
-        raise ValueError(f"no input rows in {source}" + (f" with manifest {manifest}" if manifest else ""))
-    plans, pre_rejects = _plan(rows, options)
+        raise UserError(f"no input rows in SOURCE {source}" + (f" with manifest {manifest}" if manifest else "")
+                        + f"; expected {FORMATS}")
+    plans, pre_rejects, groups, group_counts = _plan(rows, options, rule)
     mine = shards_of_part(plans, *part)
     plan_digest = _plan_digest(plans, pre_rejects, rows)
     if part[0] != 1:
@@ -95,7 +105,7 @@ def build_shards(
     for stale in part_paths(out, *part) if part != (1, 1) else ():
         stale.unlink(missing_ok=True)  # this part's files from an earlier run must not join the merge
     settings = options.settings()
-    tasks = [_task(p, rows, settings, options, out) for p in mine]
+    tasks = [_task(p, rows, groups, settings, options, out) for p in mine]
     results, written = _run_tasks(tasks, workers, progress, total=sum(len(p.rows) for p in mine))
     if part == (1, 1):
         _remove_stale(out, {p.path for p in plans})
@@ -105,7 +115,8 @@ def build_shards(
     rejects = [(r.source, r.reason, r.detail, r.seed_rule) for r in pre_rejects]
     rejects += [tuple(x) for r in results for x in r["rejects"]]
     index = build_index({**settings, "plan": plan_digest}, shards, rejects,
-                        sum(len(p.rows) for p in mine) + len(pre_rejects), len(rows))
+                        sum(len(p.rows) for p in mine) + len(pre_rejects), len(rows),
+                        group_counts if rule is not None else None)
     index_path = write_outputs(out, index, rejects, *part)
     return BuildResult(index, index_path, written, len(tasks) - written, time.perf_counter() - start)
 
@@ -116,45 +127,60 @@ def _plan_digest(plans: list[ShardPlan], pre_rejects: list[Reject], rows: list[R
     for p in plans:
         h.update(p.path.encode())
         for i in p.rows:
-            h.update(b"\0" + rows[i].source.encode())
+            h.update(b"\0" + rows[i].label.encode())
     for r in pre_rejects:
         h.update(b"\1" + r.source.encode())
     return h.hexdigest()[:16]
 
 
-def _plan(rows: list[Row], options: ShardOptions) -> tuple[list[ShardPlan], list[Reject]]:
+def _plan(rows: list[Row], options: ShardOptions, rule: GroupRule | None
+          ) -> tuple[list[ShardPlan], list[Reject], dict[int, str], dict[str, int]]:
+    """Rows rejected before any file is opened (malformed, duplicate keys, overlapping segments), and the split
+    and shard of every other row."""
     seen: dict[str, str] = {}
-    keys_by_split: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
-    pre_rejects = []
+    candidates, pre_rejects = [], []
     for i, row in enumerate(rows):
         if row.reject:
-            pre_rejects.append(Reject(row.source, row.reject, row.detail))
+            pre_rejects.append(Reject(row.label, row.reject, row.detail))
             continue
         key = row.key
         if key in seen:
-            pre_rejects.append(Reject(row.source, "duplicate_key", f"key {key} already taken by {seen[key]}"))
+            pre_rejects.append(Reject(row.label, "duplicate_key", f"key {key} already taken by {seen[key]}"))
             continue
-        seen[key] = row.source
-        keys_by_split[assign_split(key, options.seed, options.split_fractions)].append((key, i))
-    return plan_shards(keys_by_split, options.shard_size), pre_rejects
+        seen[key] = row.label
+        candidates.append(i)
+    overlaps = overlapping(rows, candidates)
+    pre_rejects += [Reject(rows[i].label, "segment_overlap", overlaps[i]) for i in sorted(overlaps)]
+    kept = [i for i in candidates if i not in overlaps]
+    keys_by_split, groups, group_counts = split_rows(rows, kept, options.seed, options.split_fractions, rule,
+                                                     options.text)
+    return plan_shards(keys_by_split, options.shard_size), pre_rejects, groups, group_counts
 
 
 @dataclass(frozen=True)
 class _Task:
     plan_path: str
     rows: tuple[Row, ...]
+    groups: tuple[str | None, ...]  # each row's --group-by group, written into its KEY.json
     text: TextConfig
     filters: Filters
     out: str
     fingerprint: str
 
 
-def _task(plan: ShardPlan, rows: list[Row], settings: dict, options: ShardOptions, out: Path) -> _Task:
+def _task(plan: ShardPlan, rows: list[Row], groups: dict[int, str], settings: dict, options: ShardOptions,
+          out: Path) -> _Task:
     mine = tuple(rows[i] for i in plan.rows)
+    mine_groups = tuple(groups.get(i) for i in plan.rows)
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for r in mine:
-        h.update(json.dumps([r.source, r.audio, r.text_path, r.text]).encode())
-    return _Task(plan.path, mine, options.text, options.filters, str(out), h.hexdigest())
+    for r, g in zip(mine, mine_groups):
+        fields = [r.source, r.audio, r.text_path, r.text]
+        if r.is_segment:
+            fields += [r.offset, r.length, r.channel]
+        if "group_by" in settings:
+            fields.append(g)
+        h.update(json.dumps(fields).encode())
+    return _Task(plan.path, mine, mine_groups, options.text, options.filters, str(out), h.hexdigest())
 
 
 def _meta_path(out: Path, plan_path: str) -> Path:
@@ -214,10 +240,10 @@ def write_shard(task: _Task) -> dict:
     samples, seconds, rejects = 0, 0.0, []
     pending_rows, pending_seconds, last = 0, 0.0, time.monotonic()
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for row in task.rows:
+        for row, group in zip(task.rows, task.groups):
             result = check_row(row, task.text, task.filters)
             if isinstance(result, Sample):
-                _add_sample(tar, result)
+                _add_sample(tar, result, group)
                 samples += 1
                 seconds += result.duration
                 pending_seconds += result.duration
@@ -254,9 +280,13 @@ def _report(rows: int, seconds: float) -> None:
         _progress((rows, seconds))
 
 
-def _add_sample(tar: tarfile.TarFile, s: Sample) -> None:
+def _add_sample(tar: tarfile.TarFile, s: Sample, group: str | None = None) -> None:
     info = {"duration": round(s.duration, 6), "sample_rate": s.sample_rate, "channels": s.channels,
             "source": s.source, "raw_text": s.raw_text}
+    if s.offset is not None:
+        info["offset"] = s.offset
+    if group is not None:
+        info["group"] = group
     for name, data in (
         (f"{s.key}.{s.ext}", s.audio),
         (f"{s.key}.txt", s.text.encode("utf-8")),
@@ -338,6 +368,9 @@ def format_summary(result: BuildResult) -> str:
     for split, v in index["splits"].items():
         lines.append(f"{split:<8}{v['samples']:>10}{v['seconds'] / 3600:>10.2f}{len(v['shards']):>8}")
     lines.append(f"{'total':<8}{t['samples']:>10}{t['seconds'] / 3600:>10.2f}")
+    if index.get("group_by") is not None:
+        per = ", ".join(f"{split} {v['groups']}" for split, v in index["splits"].items())
+        lines.append(f"groups (--group-by {index['group_by']}): {per}")
     lines.append(f"input rows {t['input_rows']} = {t['samples']} in shards + {t['rejected']} rejected")
     for reason, n in index["rejected"].items():
         lines.append(f"  rejected {reason:<22}{n:>8}")

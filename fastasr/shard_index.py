@@ -13,10 +13,33 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from fastasr.errors import UserError
 from fastasr.split import SPLITS
 
 FORMAT = "fastasr-shards/1"
 PARTS_DIR = "parts"
+
+
+def open_index(path: str | os.PathLike, option: str = "--data", allow_file: bool = False) -> tuple[Path, dict]:
+    """(shard directory, its index.json) for a path a user gave as `option`; UserError naming it when it is not
+    one (`allow_file`: the index.json itself will do)."""
+    path = Path(path)
+    index_path = path / "index.json" if path.is_dir() or not allow_file else path
+    if not index_path.is_file():
+        what = f"has no {index_path.name}" if path.is_dir() else "does not exist"
+        if path.is_file() and not allow_file:
+            what = "is a file"
+        raise UserError(f"{option} {path} {what} (it should be a shard directory made by `fastasr shard`, with "
+                        f"index.json)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise UserError(f"{option} {path}: {index_path} cannot be read as JSON ({err})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        got = index.get("format") if isinstance(index, dict) else None
+        raise UserError(f"{option} {path}: {index_path} is not a fastasr shard index (format {got!r}, expected "
+                        f"{FORMAT!r})")
+    return index_path.parent, index
 
 
 def atomic_write(path: Path, data: str) -> None:
@@ -31,10 +54,13 @@ def build_index(
     rejects: list[tuple[str, str, str, bool]],
     input_rows: int,
     listing_rows: int,
+    group_counts: dict[str, int] | None = None,
 ) -> dict:
     """The index of one build (or one part). `shards`: [{"path", "samples", "seconds", "rejected": Counter}],
     `rejects`: (source, reason, detail, seed_rule) rows (a split's "rejected" counts the rows its shards rejected;
-    rows rejected before the split was known, duplicates and malformed lines, are only in the totals). `settings` holds text, seed, split_fractions and the rest of the options."""
+    rows rejected before the split was known, duplicates, overlapping segments and malformed lines, are only in the
+    totals). `settings` holds text, seed, split_fractions and the rest of the options. With `--group-by`,
+    `group_counts` is the number of groups planned into each split (every part of a build plans them alike)."""
     splits = {}
     for split in SPLITS:
         mine = sorted((s for s in shards if s["path"].startswith(split + "/")), key=lambda s: s["path"])
@@ -44,6 +70,8 @@ def build_index(
             "shards": [{"path": s["path"], "samples": s["samples"], "seconds": round(s["seconds"], 3)} for s in mine],
             "rejected": dict(sorted(sum((Counter(s.get("rejected", {})) for s in mine), Counter()).items())),
         }
+        if group_counts is not None:
+            splits[split]["groups"] = group_counts[split]
     samples = sum(v["samples"] for v in splits.values())
     by_reason = Counter(r[1] for r in rejects)
     index = {
@@ -51,6 +79,7 @@ def build_index(
         "text": settings["text"],
         "seed": settings["seed"],
         "split_fractions": settings["split_fractions"],
+        "group_by": settings.get("group_by"),
         "splits": splits,
         "totals": {
             "input_rows": input_rows,
@@ -65,7 +94,8 @@ def build_index(
             "rejects_it_would_catch": sum(1 for r in rejects if r[3]),
             "speaking_rate_rejects_it_would_catch": sum(1 for r in rejects if r[3] and r[1] == "speaking_rate"),
         },
-        "settings": {k: v for k, v in settings.items() if k not in ("text", "seed", "split_fractions", "seed_rule")},
+        "settings": {k: v for k, v in settings.items()
+                     if k not in ("text", "seed", "split_fractions", "seed_rule", "group_by")},
         "listing_rows": listing_rows,
     }
     check_accounting(index)
@@ -120,8 +150,11 @@ def write_outputs(out: Path, index: dict, rejects: list, part: int = 1, parts: i
 def find_parts(out: Path) -> int:
     names = sorted((out / PARTS_DIR).glob("index-*-of-*.json"))
     counts = {int(p.stem.rsplit("-", 1)[1]) for p in names}
+    if not counts:
+        raise UserError(f"--merge {out}: {out / PARTS_DIR} holds no part indexes (written by `fastasr shard --part "
+                        f"I/N`)")
     if len(counts) != 1:
-        raise FileNotFoundError(f"{out / PARTS_DIR} holds no part indexes, or parts of different N: {counts}")
+        raise UserError(f"--merge {out}: {out / PARTS_DIR} holds parts of builds with different N: {sorted(counts)}")
     return counts.pop()
 
 
@@ -138,8 +171,8 @@ def merge_parts(out: Path, parts: int | None = None) -> Path:
         rejects += read_rejected_tsv(tsv_path)
     first = indexes[0]
     for idx in indexes[1:]:
-        for field in ("text", "seed", "split_fractions", "settings", "listing_rows"):
-            if idx[field] != first[field]:
+        for field in ("text", "seed", "split_fractions", "group_by", "settings", "listing_rows"):
+            if idx.get(field) != first.get(field):
                 raise ValueError(f"parts were built with different {field}: {first[field]!r} vs {idx[field]!r}")
     merged = {k: v for k, v in first.items() if k != "part"}
     merged["splits"] = {}
@@ -152,6 +185,8 @@ def merge_parts(out: Path, parts: int | None = None) -> Path:
             "rejected": dict(sorted(sum((Counter(idx["splits"][split]["rejected"]) for idx in indexes),
                                         Counter()).items())),
         }
+        if "groups" in first["splits"][split]:  # planned globally: the same in every part
+            merged["splits"][split]["groups"] = first["splits"][split]["groups"]
     merged["totals"] = {k: sum(idx["totals"][k] for idx in indexes) for k in first["totals"]}
     merged["totals"]["seconds"] = round(merged["totals"]["seconds"], 3)
     merged["rejected"] = dict(sorted(sum((Counter(idx["rejected"]) for idx in indexes), Counter()).items()))

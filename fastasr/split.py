@@ -8,7 +8,10 @@ the same plan from the same listing.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
+
+from fastasr.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -18,9 +21,9 @@ def parse_fractions(spec: str) -> dict[str, float]:
     try:
         values = [float(x) for x in spec.split(",")]
     except ValueError:
-        raise ValueError(f"--split wants three numbers like 0.6,0.2,0.2, got {spec!r}") from None
-    if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0:
-        raise ValueError(f"--split wants three non-negative numbers with a positive sum, got {spec!r}")
+        raise UserError(f"--split wants three numbers like 0.6,0.2,0.2, got {spec!r}") from None
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        raise UserError(f"--split wants three non-negative numbers with a positive sum, got {spec!r}")
     total = sum(values)
     return {name: v / total for name, v in zip(SPLITS, values)}
 
@@ -75,9 +78,9 @@ def parse_part(spec: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in spec.split("/"))
     except ValueError:
-        raise ValueError(f"--part wants I/N like 2/4, got {spec!r}") from None
+        raise UserError(f"--part wants I/N like 2/4, got {spec!r}") from None
     if not 1 <= i <= n:
-        raise ValueError(f"--part I/N needs 1 <= I <= N (parts are numbered from 1), got {spec!r}")
+        raise UserError(f"--part I/N needs 1 <= I <= N (parts are numbered from 1), got {spec!r}")
     return i, n
 
 

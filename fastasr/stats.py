@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fastasr.row_check import chars_per_second
+from fastasr.shard_index import open_index
 from fastasr.split import SPLITS
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -24,14 +25,11 @@ class SplitStats:
     durations: list[float] = field(default_factory=list)
     words: list[int] = field(default_factory=list)
     cps: list[float] = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)  # `--group-by` groups of the samples (their KEY.json "group")
 
 
 def load_index(path: str | Path) -> tuple[Path, dict]:
-    path = Path(path)
-    index_path = path / "index.json" if path.is_dir() else path
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found: PATH must be a shard directory made by `fastasr shard`")
-    return index_path.parent, json.loads(index_path.read_text(encoding="utf-8"))
+    return open_index(path, "PATH", allow_file=True)
 
 
 def iter_shard_records(tar_path: Path):
@@ -57,21 +55,26 @@ def collect(root: Path, index: dict) -> dict[str, SplitStats]:
     for split in SPLITS:
         st = SplitStats()
         for shard in index["splits"].get(split, {}).get("shards", []):
-            for _, info, text in iter_shard_records(root / shard["path"]):
+            for key, info, text in iter_shard_records(root / shard["path"]):
                 st.durations.append(info["duration"])
                 st.words.append(len(text.split()))
                 st.cps.append(chars_per_second(text, info["duration"]))
+                st.groups.add(info["group"] if "group" in info else "\0" + key)
         out[split] = st
     return out
 
 
 def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
-    """A JSON-able summary: per split and overall counts, hours and percentiles; rejects by reason."""
+    """A JSON-able summary: per split and overall counts, hours and percentiles; rejects by reason; with
+    `--group-by`, the rule and the groups per split (of the samples in the shards; a sample without a group is one)."""
+    grouped = index.get("group_by") is not None
 
     def block(st: SplitStats) -> dict:
         d = np.asarray(st.durations, dtype=np.float64)
         c = np.asarray(st.cps, dtype=np.float64)
         res = {"samples": int(d.size), "hours": float(d.sum() / 3600), "words": int(sum(st.words))}
+        if grouped:
+            res["groups"] = len(st.groups)
         if d.size:
             res["duration_percentiles"] = _percentiles(d, 3)
             res["cps_percentiles"] = _percentiles(c, 2)
@@ -82,6 +85,7 @@ def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
         everything.durations += st.durations
         everything.words += st.words
         everything.cps += st.cps
+        everything.groups |= st.groups
     return {
         "splits": {split: {**block(st), "rejected": index["splits"][split].get("rejected", {})}
                    for split, st in per_split.items()},
@@ -89,6 +93,7 @@ def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
         "input_rows": index["totals"]["input_rows"],
         "rejected": index["rejected"],
         "seed_rule": index.get("seed_rule"),
+        "group_by": index.get("group_by"),
     }
 
 
@@ -106,6 +111,9 @@ def format_table(summary: dict) -> str:
             row += f"{dp['p5']:>8.2f}{dp['p50']:>7.2f}{dp['p95']:>7.2f}{dp['p100']:>7.2f}"
             row += f"{cp['p5']:>8.1f}{cp['p50']:>7.1f}{cp['p95']:>7.1f}"
         lines.append(row)
+    if summary.get("group_by") is not None:
+        per = ", ".join(f"{name} {b['groups']}" for name, b in summary["splits"].items())
+        lines.append(f"groups (--group-by {summary['group_by']}): {per}; all {summary['all']['groups']}")
     rejected = summary["rejected"]
     lines.append(f"input rows {summary['input_rows']}, rejected {sum(rejected.values())}")
     lines.append(f"  {'reason':<24}{'all':>8}" + "".join(f"{s:>8}" for s in summary["splits"]))

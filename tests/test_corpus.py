@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from corpus_helpers import write_utt
 
 from fastasr.corpus import Row, make_key, read_source, walk_directory
+from fastasr.errors import UserError
 
 
 def test_walk_pairs_lone_files_and_order(tmp_path):
@@ -84,10 +85,16 @@ def test_jsonl_manifest(tmp_path):
 
 
 def test_missing_source(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="SOURCE .*nope does not exist"):
         read_source(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError):
-        list(read_source(tmp_path, tmp_path / "nope.csv")[1])
+    with pytest.raises(UserError, match="manifest .*nope.csv does not exist"):
+        read_source(tmp_path, tmp_path / "nope.csv")
+    (tmp_path / "notes.md").write_text("")
+    with pytest.raises(UserError, match="not a known kind of source"):
+        read_source(tmp_path / "notes.md")
+    (tmp_path / "other.jsonl").write_text('{"path": "a.wav"}\n')
+    with pytest.raises(UserError, match="neither NeMo"):
+        read_source(tmp_path / "other.jsonl")
 
 
 @settings(max_examples=100, deadline=None)

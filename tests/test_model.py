@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fastasr.config import Config, apply_overrides, preset
+from fastasr.errors import UserError
 from fastasr.model import ConvSubsampling
 
 from asr_helpers import tiny_model
@@ -50,10 +51,14 @@ def test_presets_and_overrides_roundtrip():
         assert Config.from_dict(c.to_dict()) == c
     c = preset("tiny", ["model.d_model=128", "optim.lr=5e-4", "train.amp=false", "model.encoder=lstm"])
     assert (c.model.d_model, c.optim.lr, c.train.amp, c.model.encoder) == (128, 5e-4, False, "lstm")
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(UserError, match=r"model.dmodel: unknown setting \(did you mean model.d_model\?\)"):
         apply_overrides(c, ["model.dmodel=3"])
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="model.d_model=abc: wants an integer"):
         apply_overrides(c, ["model.d_model=abc"])
+    with pytest.raises(UserError, match="model.dropout=1.5: wants 0 <= p < 1"):
+        preset("tiny", ["model.dropout=1.5"])
+    with pytest.raises(UserError, match="divisible"):
+        preset("tiny", ["model.d_model=98"])
 
 
 def test_lr_schedule():

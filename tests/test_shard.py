@@ -15,7 +15,7 @@ from fastasr.split import assign_split, parse_fractions, plan_shards
 
 
 def build(src, out, **kw):
-    opts = {k: kw.pop(k) for k in ("shard_size", "seed", "split_fractions", "filters") if k in kw}
+    opts = {k: kw.pop(k) for k in ("shard_size", "seed", "split_fractions", "filters", "group_by") if k in kw}
     return build_shards(src, out, ShardOptions(**opts), progress=False, workers=kw.pop("workers", 1), **kw)
 
 
@@ -217,16 +217,20 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["shard", str(src), str(out), "--workers", "1"]) == 0  # rejects are not a failure
     summary = capsys.readouterr().out
     assert "input rows 5 = 4 in shards + 1 rejected" in summary and "transcript_empty" in summary
-    assert main(["shard", str(tmp_path / "missing"), str(out), "--quiet"]) == 1
+    # bad arguments, a SOURCE that is not there or holds nothing included: 2
+    assert main(["shard", str(tmp_path / "missing"), str(out), "--quiet"]) == 2
     assert main(["shard", str(src), str(out), "--split", "1,2", "--quiet"]) == 2
     assert main(["shard", str(src), str(out), "--part", "0/2", "--quiet"]) == 2
     assert main(["shard", str(src)]) == 2
-    assert main(["shard", "--merge", str(tmp_path / "nothing")]) == 1
+    assert main(["shard", "--merge", str(tmp_path / "nothing")]) == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["shard", str(empty), str(out), "--quiet"]) == 1
+    assert main(["shard", str(empty), str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no input rows" in err and "parts are numbered from 1" in err
+    # the build itself failing (OUT cannot be created): 1
+    (tmp_path / "file").write_text("")
+    assert main(["shard", str(src), str(tmp_path / "file" / "out"), "--quiet"]) == 1
 
 
 def test_manifest_build_with_absent_audio(tmp_path):

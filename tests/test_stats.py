@@ -29,4 +29,4 @@ def test_stats_and_plots(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["all"]["samples"] == 11
     assert main(["stats", str(tmp_path / "out")]) == 0
     assert "digits" in capsys.readouterr().out
-    assert main(["stats", str(tmp_path / "nothing")]) == 1
+    assert main(["stats", str(tmp_path / "nothing")]) == 2  # not a shard directory: a user error

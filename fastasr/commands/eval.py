@@ -3,21 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from fastasr.commands.args import non_negative_int, positive_float, positive_int
+from fastasr.errors import UserError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True, help="shard directory (with index.json)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", default=None, help="directory for metrics.json and utterances.tsv")
-    p.add_argument("--beam", type=int, default=1, help="beam width; 1 = batched greedy decoding")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--max-batch-seconds", type=float, default=200.0)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--limit", type=int, default=None, help="score only the first N utterances")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by `fastasr train` (e.g. RUN_DIR/last.pt)")
+    p.add_argument("--data", required=True, metavar="DIR", help="shard directory (with index.json)")
+    p.add_argument("--split", default="test", help="which split of the index to score")
+    p.add_argument("--out", default=None, metavar="DIR", help="directory for metrics.json and utterances.tsv (default: none)")
+    p.add_argument("--beam", type=positive_int, default=1, metavar="K", help="beam width; 1 = batched greedy decoding")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    p.add_argument("--max-batch-seconds", type=positive_float, default=200.0, metavar="S", help="padded seconds per batch")
+    p.add_argument("--workers", type=non_negative_int, default=1, metavar="N", help="loader worker processes")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="score only the first N utterances")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every argument mistake as a UserError, before a model is loaded."""
+    from fastasr.shard_index import open_index
+
+    if not os.path.isfile(args.checkpoint):
+        raise UserError(f"--checkpoint {args.checkpoint} does not exist (a .pt file written by `fastasr train`)")
+    _, index = open_index(args.data, "--data")
+    splits = sorted(index.get("splits", {}))
+    if args.split not in splits:
+        raise UserError(f"--split {args.split!r} is not in {args.data}; choose from {', '.join(splits)}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: torch sees no CUDA device here (use auto or cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check(args)
     from fastasr.evaluate import evaluate
 
     m = evaluate(args.checkpoint, args.data, args.split, args.out, beam=args.beam, device=args.device,

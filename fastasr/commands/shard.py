@@ -6,16 +6,29 @@ import argparse
 import sys
 
 from fastasr.audio_check import VERIFY_MODES
+from fastasr.commands.args import non_negative_float, positive_int
+from fastasr.errors import UserError
+from fastasr.grouping import GROUP_RULES
 from fastasr.row_check import Filters
 
 EPILOG = """\
-SOURCE is a corpus directory (every *.opus/*.wav/*.flac with a .txt of the same stem), or a .csv / .jsonl manifest
-(paths relative to its folder); with --manifest PATH, SOURCE is the root the manifest's paths are relative to.
-CSV manifests are Open STT's headerless audio_path,text_path,duration; JSONL is NeMo's audio_filepath,text,duration.
+SOURCE is one of
+  a corpus directory       every *.opus/*.wav/*.flac with a .txt of the same stem
+  a Kaldi data dir         wav.scp + text (+ segments, utt2spk)
+  an Open STT .csv         headerless audio_path,text_path,duration
+  a NeMo .jsonl            audio_filepath, text (+ offset/duration: a segment; speaker)
+  a Lhotse .jsonl[.gz]     cuts, or supervisions with the recordings beside them (or the other way round)
+Relative paths are relative to the manifest's folder; with --manifest PATH, SOURCE is that root instead. Segments
+(offset/duration, Lhotse supervisions, Kaldi segments) become samples of their own: the span's audio, stored
+losslessly as FLAC (integer PCM) or float WAV (lossy and float sources).
 
 Every input row ends in exactly one shard or in OUT/rejected.tsv with a reason; OUT/index.json lists shards, counts
 and rejects. A rerun with the same inputs and options skips complete shards and gives the same dataset, also after
 the previous run was killed.
+
+--group-by keeps rows that belong together in one split: dir (the audio file's folder), speaker (utt2spk, Lhotse /
+NeMo speaker), recording (the audio file: all segments of one recording), text (the normalised transcript: every
+recording of one sentence), or a regular expression searched in the source path (its first group names the group).
 
 Several machines: run `fastasr shard SOURCE OUT --part I/N` for I = 1..N (parts are numbered from 1) on a shared OUT.
 Each part lists the whole corpus, computes the same shard plan and writes every N-th shard. Part I writes
@@ -27,28 +40,27 @@ Exit status: 0 when the dataset was built (rejected rows included), 1 when it co
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     d = Filters()
-    parser.add_argument("source", nargs="?", help="corpus directory or manifest file")
+    parser.add_argument("source", nargs="?", help="corpus directory, Kaldi data dir or manifest file")
     parser.add_argument("out", nargs="?", help="output shard directory")
-    parser.add_argument("--manifest", help="a .csv or .jsonl manifest whose paths are relative to SOURCE")
-    parser.add_argument("--split", default="0.6,0.2,0.2", help="train,val,test fractions (default 0.6,0.2,0.2)")
-    parser.add_argument("--seed", type=int, default=17, help="salt of the split hash (default 17)")
-    parser.add_argument("--shard-size", type=int, default=1000, help="input rows per shard (default 1000)")
-    parser.add_argument("--workers", type=int, default=None, help="writer processes (default: all cores)")
-    parser.add_argument("--part", help="build part I of N (I/N, 1-based) of the dataset; see below")
+    parser.add_argument("--manifest", metavar="PATH", help="a manifest (.csv, .jsonl[.gz], Kaldi data dir) whose paths are relative "
+                                           "to SOURCE")
+    parser.add_argument("--split", default="0.6,0.2,0.2", metavar="TRAIN,VAL,TEST", help="train,val,test fractions")
+    parser.add_argument("--group-by", metavar="RULE", help=f"{'|'.join(GROUP_RULES)}|REGEX: hash the split over "
+                                                            f"groups, so a group is wholly in one split")
+    parser.add_argument("--seed", metavar="N", type=int, default=17, help="salt of the split hash")
+    parser.add_argument("--shard-size", metavar="N", type=positive_int, default=1000, help="input rows per shard")
+    parser.add_argument("--workers", metavar="N", type=positive_int, default=None, help="writer processes (default: all cores)")
+    parser.add_argument("--part", metavar="I/N", help="build part I of N (I/N, 1-based) of the dataset; see below")
     parser.add_argument("--merge", metavar="OUT", help="only combine OUT's finished --part indexes into index.json")
-    parser.add_argument("--min-duration", type=float, default=d.min_duration,
-                        help=f"seconds (default {d.min_duration})")
-    parser.add_argument("--max-duration", type=float, default=d.max_duration,
-                        help=f"seconds (default {d.max_duration})")
-    parser.add_argument("--min-cps", type=float, default=d.min_cps,
-                        help=f"least characters (spaces excluded) per second (default {d.min_cps})")
-    parser.add_argument("--max-cps", type=float, default=d.max_cps,
-                        help=f"most characters per second (default {d.max_cps})")
+    parser.add_argument("--min-duration", metavar="S", type=non_negative_float, default=d.min_duration, help="seconds")
+    parser.add_argument("--max-duration", metavar="S", type=non_negative_float, default=d.max_duration, help="seconds")
+    parser.add_argument("--min-cps", metavar="CPS", type=non_negative_float, default=d.min_cps,
+                        help="least characters (spaces excluded) per second")
+    parser.add_argument("--max-cps", metavar="CPS", type=non_negative_float, default=d.max_cps, help="most characters per second")
     parser.add_argument("--verify", choices=VERIFY_MODES, default=d.verify,
-                        help="full: decode every file (default); header: container checks only, no decode")
+                        help="full: decode every file; header: container checks only, no decode")
     parser.add_argument("--keep-digits", action="store_true",
                         help="keep digits in transcripts (adds them to the alphabet)")
     parser.add_argument("--keep-latin", action="store_true", help="keep Latin letters (adds a-z to the alphabet)")
@@ -58,6 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastasr.grouping import parse_group_by
     from fastasr.shard import ShardOptions, build_shards, format_summary
     from fastasr.shard_index import merge_parts
     from fastasr.split import parse_fractions, parse_part
@@ -65,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.merge:
         if args.source or args.out:
-            return _fail("--merge OUT takes no SOURCE/OUT positionals", 2)
+            raise UserError("--merge OUT takes no SOURCE/OUT positionals")
         try:
             path = merge_parts(args.merge)
         except (OSError, ValueError, RuntimeError) as err:
@@ -73,27 +86,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     if not args.source or not args.out:
-        return _fail("SOURCE and OUT are required (or --merge OUT)", 2)
-    try:
-        fractions = parse_fractions(args.split)
-        part = parse_part(args.part)
-        if args.shard_size < 1:
-            raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    except ValueError as err:
-        return _fail(str(err), 2)
+        raise UserError("SOURCE and OUT are required (or --merge OUT)")
+    parse_group_by(args.group_by)  # a bad pattern is refused before anything is listed
     options = ShardOptions(
         text=TextConfig(fold_yo=not args.no_fold_yo, keep_digits=args.keep_digits, keep_latin=args.keep_latin),
         filters=Filters(args.min_duration, args.max_duration, args.min_cps, args.max_cps, args.verify),
-        split_fractions=fractions,
+        split_fractions=parse_fractions(args.split),
         seed=args.seed,
         shard_size=args.shard_size,
+        group_by=args.group_by,
     )
+    part = parse_part(args.part)
     try:
         result = build_shards(args.source, args.out, options, manifest=args.manifest, workers=args.workers,
                               part=part, progress=not args.quiet)
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError) as err:  # the build itself failed (disk, permissions, …)
         return _fail(str(err))
     if not args.quiet:
         print(format_summary(result))
@@ -104,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail(message: str, code: int = 1) -> int:
+def _fail(message: str) -> int:
     print(f"fastasr shard: error: {message}", file=sys.stderr)
-    return code
+    return 1

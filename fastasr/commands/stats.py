@@ -14,11 +14,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0; 1 when a shard listed in the index cannot be read. A PATH that is not a shard directory is a user
+    error (exit 2, from cli.main)."""
+    import tarfile
+
     from fastasr.stats import compute_stats, format_table
 
     try:
         summary = compute_stats(args.path, args.plots)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, tarfile.TarError, KeyError, ValueError) as err:
         print(f"fastasr stats: error: {err}", file=sys.stderr)
         return 1
     if args.json == "-":

@@ -1,0 +1,35 @@
+"""Argument types shared by the commands: numbers checked at parse time, so `--max-steps -5` is refused up front
+with a message naming the option (argparse prefixes it: `argument --max-steps: wants an integer >= 1, got '-5'`)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(text: str, kind: type, minimum: float, strict: bool):
+    what = "an integer" if kind is int else "a number"
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants {what} {bound}, got {text!r}") from None
+    if not (value > minimum if strict else value >= minimum) or (kind is float and math.isnan(value)):
+        raise argparse.ArgumentTypeError(f"wants {what} {bound}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, strict=False)
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, 0, strict=False)
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, 0, strict=True)
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, 0, strict=False)
