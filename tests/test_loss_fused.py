@@ -219,7 +219,7 @@ def test_fused_tensor_core_paths_stay_close_to_float64(mode):
     with ctx:
         got, grads = value_and_grads(fused_rnnt_loss, cuda_params, cuda_lattice, blank=0, chunk_size=7,
                                      allow_tf32=mode != "ieee")
-    rel = {"ieee": 2e-5, "tf32": 2e-3, "bf16_autocast": 2e-2}[mode]
+    rel = {"ieee": 1e-4, "tf32": 2e-3, "bf16_autocast": 2e-2}[mode]  # float32 lattice: ~1e-4 (RESULTS.md)
     torch.testing.assert_close(got.double().cpu(), want, rtol=rel, atol=0)
     for g, w in zip(grads, want_grads):
         err = (g.double().cpu() - w).norm() / w.norm()
