@@ -2,6 +2,9 @@
 
 Contents: `config` (Config.to_dict()), `alphabet` (the tokenizer), `model`, `optimizer`, `step`, `progress`
 (elapsed training seconds, skipped steps), `data` (one {epoch, batches} per rank), `rng` (one set per rank).
+
+A run directory holds `last.pt` (what --resume reads) and the last `train.keep` step checkpoints
+`step-XXXXXXX.pt`, the inputs of `average` (icefall's --avg: the parameter-wise mean of the last N).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 
 from fastasr.config import Config
+from fastasr.errors import UserError
 from fastasr.model import Transducer
 from fastasr.text import Tokenizer
 
@@ -34,6 +40,80 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def link_atomic(src: str | os.PathLike, path: str | os.PathLike) -> None:
+    """`path` becomes a complete copy of `src` in one rename: a hard link where the file system has them (no second
+    write of a large file), a copy otherwise."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+STEP_FILE = re.compile(r"step-(\d+)\.pt")
+
+
+def step_path(run: str | os.PathLike, step: int) -> Path:
+    return Path(run) / f"step-{step:07d}.pt"
+
+
+def step_checkpoints(run: str | os.PathLike) -> list[Path]:
+    """The run's step checkpoints, oldest first (by step, not by name or time)."""
+    found = [(int(m.group(1)), p) for p in Path(run).iterdir() if (m := STEP_FILE.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_step(obj: dict, run: str | os.PathLike, *, keep: int) -> None:
+    """Write `obj` as last.pt, and with keep >= 1 as step-XXXXXXX.pt too, pruning to the newest `keep` of those only
+    once the new ones are complete."""
+    if keep < 1:
+        save_atomic(obj, Path(run) / "last.pt")
+        return
+    path = step_path(run, obj["step"])
+    save_atomic(obj, path)
+    link_atomic(path, Path(run) / "last.pt")
+    for old in step_checkpoints(run)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+# What only --resume needs; an averaged checkpoint carries the rest of the newest one (config, tokenizer, step).
+RESUME_ONLY = ("optimizer", "progress", "data", "rng", "rank_weight_digests")
+
+
+def average(run: str | os.PathLike, last: int) -> dict:
+    """The parameter-wise mean of the run's newest `last` step checkpoints, as a checkpoint eval, transcribe,
+    export and --init-from read. Floating tensors are averaged in float64 and stored in their own dtype; others
+    (integer buffers) are the newest checkpoint's."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
+    paths = step_checkpoints(run)
+    if len(paths) < last:
+        raise UserError(f"--last {last}: {run} holds {len(paths)} step checkpoint(s) (step-XXXXXXX.pt; the run keeps "
+                        f"train.keep of them)")
+    paths = paths[-last:]
+    newest = load(paths[-1])
+    sums = {k: v.to(torch.float64, copy=True) if v.is_floating_point() else v for k, v in newest["model"].items()}
+    for path in paths[:-1]:
+        model = load(path)["model"]
+        if model.keys() != sums.keys() or any(model[k].shape != sums[k].shape for k in sums):
+            raise UserError(f"{path}: its parameters differ from {paths[-1].name}'s, so they cannot be averaged")
+        for k, v in model.items():
+            if v.is_floating_point():
+                sums[k] += v.double()
+    averaged = {k: (v / last).to(newest["model"][k].dtype) if v.is_floating_point() else v for k, v in sums.items()}
+    out = {k: v for k, v in newest.items() if k not in RESUME_ONLY}
+    return {**out, "model": averaged, "averaged_from": [p.name for p in paths]}
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -24,6 +24,7 @@ COMMANDS = {
     "train": ("fastasr.commands.train", "train an RNN-T model (single process or under torchrun)"),
     "eval": ("fastasr.commands.eval", "WER / CER / accuracy of a checkpoint on a split"),
     "transcribe": ("fastasr.commands.transcribe", "transcribe audio files with a checkpoint"),
+    "average": ("fastasr.commands.average", "parameter-wise mean of a run's last N step checkpoints"),
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

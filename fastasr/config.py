@@ -1,7 +1,9 @@
 """Training configuration: one frozen dataclass per concern, presets, CLI overrides, and the dict form checkpoints carry.
 
-Overrides are `section.field=value` strings (`model.d_model=256`, `optim.lr=5e-4`); the value is parsed with the
-type of the field's default, so a typo in a name or a type fails loudly instead of being ignored: a UserError that
+Settings come in layers: the dataclass defaults, a preset, a `--config` file (JSON or YAML, `{section: {field:
+value}}`, the shape of RUN/config.json), then `section.field=value` overrides (`model.d_model=256`,
+`optim.lr=5e-4`). An override's value is parsed with the type of the field's default, and a file's typed values are
+checked against it, so a typo in a name or a type fails loudly instead of being ignored: a UserError that
 names the key and what it accepts. `check` refuses values outside what the model and the loop accept.
 """
 
@@ -41,6 +43,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     decay_steps: int = 20000  # cosine horizon when neither --max-steps nor --max-minutes is given
     grad_clip: float = 5.0
+    accum_steps: int = 1  # batches per optimiser step; steps, warm-up and the schedule count optimiser steps
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class TrainConfig:
     log_every: int = 10  # also how often the host waits for the device and checks max_minutes
     val_every: int = 200
     ckpt_every: int = 200
+    keep: int = 5  # step checkpoints RUN/step-XXXXXXX.pt kept beside last.pt (for `fastasr average`); 0: last.pt only
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
@@ -131,6 +135,15 @@ def _parse_value(key: str, text: str, like):
         raise UserError(f"{key}={text}: wants {what} {like}") from None
 
 
+def _typed(key: str, value, like):
+    """A value that came typed (a config file, a preset) checked against the default's type; an int is a float."""
+    if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not type(like):
+        raise UserError(f"{key}: {value!r} is a {type(value).__name__}; it wants a {type(like).__name__} like {like!r}")
+    return value
+
+
 def apply_overrides(config: Config, overrides: dict[str, dict] | list[str]) -> Config:
     """`{"model": {"d_model": 256}}` or `["model.d_model=256", …]` applied on top of `config`.
 
@@ -158,7 +171,8 @@ def apply_overrides(config: Config, overrides: dict[str, dict] | list[str]) -> C
                                 f"{', '.join(names)}")
             like = getattr(current, name)
             parsed[name] = (_parse_value(f"{section}.{name}", value, like)
-                            if isinstance(value, str) and not isinstance(like, str) else value)
+                            if isinstance(value, str) and not isinstance(like, str)
+                            else _typed(f"{section}.{name}", value, like))
         config = replace(config, **{section: replace(current, **parsed)})
     return config
 
@@ -185,7 +199,7 @@ RULES = {
     **{f"model.{k}": (_positive, "> 0") for k in ("subsampling_channels", "d_model", "n_layers", "n_heads",
                                                     "ff_mult", "pred_embed", "pred_hidden", "pred_layers",
                                                     "joint_dim")},
-    "optim.lr": (_positive, "> 0"),
+    "optim.lr": (_non_negative, ">= 0 (0 leaves the weights as they are: a check of --init-from)"),
     "optim.weight_decay": (_non_negative, ">= 0"),
     "optim.beta1": (_fraction, "0 <= beta < 1"),
     "optim.beta2": (_fraction, "0 <= beta < 1"),
@@ -193,6 +207,7 @@ RULES = {
     "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "0 <= ratio <= 1"),
     "optim.decay_steps": (_positive, "> 0"),
     "optim.grad_clip": (_positive, "> 0"),
+    "optim.accum_steps": (_positive, ">= 1"),
     "data.max_batch_seconds": (_positive, "> 0"),
     "data.val_batch_seconds": (_positive, "> 0"),
     **{f"data.{k}": (_non_negative, ">= 0") for k in ("num_workers", "freq_masks", "freq_width", "time_masks",
@@ -202,6 +217,7 @@ RULES = {
     **{f"train.{k}": (_positive, ">= 1") for k in ("log_every", "val_every", "ckpt_every")},
     "train.device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
     "train.threads": (_non_negative, ">= 0 (0: torch's default)"),
+    "train.keep": (_non_negative, ">= 0 (0: last.pt only)"),
 }
 
 
@@ -218,12 +234,63 @@ def check(config: Config) -> Config:
     return config
 
 
-def preset(name: str, overrides: dict[str, dict] | list[str] | None = None) -> Config:
+def load_file(path) -> dict[str, dict]:
+    """A `--config` file: JSON, or YAML (.yaml / .yml) when PyYAML is installed, holding
+    `{section: {field: value}}` like RUN/config.json. Applied with apply_overrides, which checks names and types."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise UserError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); or give the "
+                            "settings as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UserError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"--config {path}: not valid JSON ({err}); YAML files are named .yaml or .yml") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UserError(f"--config {path}: wants sections of settings, like {{\"optim\": {{\"lr\": 0.001}}}} "
+                        f"(sections: {', '.join(SECTIONS)})")
+    return data
+
+
+def describe(config: Config) -> list[str]:
+    """Every setting as a `section.field=value` line (the override syntax), with the built-in default where the
+    preset, a config file or an override changed it."""
+    def show(v) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    lines, defaults = [], Config()
+    for section in SECTIONS:
+        for f in fields(getattr(config, section)):
+            value, default = getattr(getattr(config, section), f.name), getattr(getattr(defaults, section), f.name)
+            note = "" if value == default else f"  # default {show(default)}"
+            lines.append(f"{section}.{f.name}={show(value)}{note}")
+    return lines
+
+
+def preset(name: str, overrides: dict[str, dict] | list[str] | None = None, *,
+           file: dict[str, dict] | None = None, base: dict[str, dict] | None = None) -> Config:
+    """The preset, then `base` (a run's saved sections, which --resume and --init-from continue), then a config
+    file's settings, then the overrides, checked."""
     if name not in PRESETS:
         raise UserError(f"--preset {name!r}: choose from {', '.join(sorted(PRESETS))}")
     config = apply_overrides(Config(), PRESETS[name])
+    config = apply_overrides(config, base or {})
+    config = apply_overrides(config, file or {})
     return check(apply_overrides(config, overrides or {}))
 
 
 __all__ = ["ModelConfig", "OptimConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "preset",
-           "apply_overrides", "check"]
+           "apply_overrides", "check", "load_file", "describe"]

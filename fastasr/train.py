@@ -1,9 +1,11 @@
 """The training loop: one readable function, single process or under torchrun (DDP; nccl on GPU, gloo on CPU).
 
-Each step: next batch (an infinite loader, so ranks never wait on each other for data) → device → log-mel →
-SpecAugment → model (bf16 autocast on GPU: the joint's GEMMs in bf16, the RNN-T loss in float32) → backward → clip
-→ a device-side "non-finite, skip" flag all-reduced across ranks → fused AdamW step that the flag cancels on the
-device. Nothing makes the host wait for the device inside a step (the loss gets its lengths from the CPU batch, so
+Each step: the next `optim.accum_steps` batches (an infinite loader, so ranks never wait on each other for data),
+each → device → log-mel → SpecAugment → model (bf16 autocast on GPU: the joint's GEMMs in bf16, the RNN-T loss
+in float32) → backward (DDP all-reduces in the last one's only) → clip → a device-side "non-finite, skip" flag
+all-reduced across ranks → fused AdamW step that the flag cancels on the device. A step is an optimiser step: the
+lr schedule, max_steps and checkpoints count those, the loader position counts batches.
+Nothing makes the host wait for the device inside a step (the loss gets its lengths from the CPU batch, so
 it copies nothing back either): losses, counts and the ranks' clocks are read back at sync points only (every
 `log_every` steps, at validation, checkpoints and the last step).
 """
@@ -11,7 +13,9 @@ it copies nothing back either): losses, counts and the ranks' clocks are read ba
 from __future__ import annotations
 
 import gc
+import itertools
 import json
+import logging
 import math
 import os
 import random
@@ -32,6 +36,9 @@ from fastasr.model import Transducer, count_parameters, log_mel
 from fastasr.text import Tokenizer
 from fastasr.train_logs import Logs, plot_losses
 from fastasr.train_step import Clock, StepParts, Window, load_optimizer_state, make_optimizer, train_step
+from fastasr.warm_start import check_resume, init_weights
+
+log = logging.getLogger("fastasr.train")
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,11 @@ def load_val_subset(data, config: Config) -> list:
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, resume: bool = False,
-          batch_hook=None) -> dict:
+          init_from: str | os.PathLike | None = None, batch_hook=None) -> dict:
     """Train on `data` (a shard directory), writing logs and checkpoints to `run`; returns the summary dict.
 
+    resume: continue from run/last.pt when it exists; a model / optim / data setting of `config` that differs from
+    the run's is a UserError. init_from: a checkpoint whose weights (only) start a run that does not resume.
     batch_hook(step, batch) -> batch lets tests inject faults (e.g. a non-finite batch) at a given step.
     """
     from fastasr.data import build_loader
@@ -136,11 +145,12 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     saved = None
     if resume and (run / "last.pt").exists():
         saved = ckpt_io.load(run / "last.pt")
-        # Model, optimiser and data settings come from the run; stopping and logging from this invocation.
-        config = replace(Config.from_dict(saved["config"]), train=config.train)
+        # Model, optimiser and data settings are the run's; stopping, logging and checkpoints this invocation's.
+        check_resume(Config.from_dict(saved["config"]), config, run / "last.pt")
     d = setup_distributed(config.train.device)
     if d.is_main:
         run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")  # the resolved settings
     if config.train.threads and d.device.type == "cpu":
         torch.set_num_threads(config.train.threads)
     seed = config.train.seed + d.rank
@@ -161,10 +171,19 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
                              "the data positions and random streams are per rank, so resume with the same world size")
         step, elapsed, skipped = saved["step"], saved["progress"]["elapsed_s"], saved["progress"]["skipped_steps"]
         epoch, consumed = saved["data"][d.rank]["epoch"], saved["data"][d.rank]["batches"]
+    elif init_from is not None:
+        source = ckpt_io.load(init_from)
+        changed = init_weights(model, source, tokenizer.alphabet, init_from)
+        if d.is_main:
+            log.info(f"initialised from {init_from} (its step {source['step']}): weights only, a fresh optimiser "
+                     "and schedule")
+            for line in changed:
+                log.warning(line)
+        del source  # a second copy of the weights, not needed past here
     ddp = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else model
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and config.train.amp \
         else nullcontext()
-    parts = StepParts(ddp, model, optimizer, frontend, augment, amp, config.optim.grad_clip, d.world)
+    parts = StepParts(ddp, model, optimizer, frontend, augment, amp, config.optim.grad_clip, d.world, d.device)
 
     loader = build_loader(data, "train", max_batch_seconds=c.max_batch_seconds, num_workers=c.num_workers,
                           shuffle=True, seed=config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True)
@@ -176,17 +195,18 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
 
     saved_at = step  # the step the checkpoint on disk holds (none yet, or the one resumed from)
 
-    def save(name: str = "last.pt") -> None:
+    def save() -> None:
         nonlocal saved_at
         saved_at = step
         positions = _gather({"epoch": epoch, "batches": consumed}, d)
         rngs = _gather(ckpt_io.rng_state(), d)
         digests = _gather(ckpt_io.weights_digest(model), d)  # DDP keeps ranks bit-identical; this records it
         if d.is_main:
-            ckpt_io.save_atomic({"config": config.to_dict(), "alphabet": tokenizer.alphabet,
-                                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                 "progress": {"elapsed_s": elapsed, "skipped_steps": skipped},
-                                 "data": positions, "rng": rngs, "rank_weight_digests": digests}, run / name)
+            ckpt_io.save_step({"config": config.to_dict(), "alphabet": tokenizer.alphabet,
+                               "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "progress": {"elapsed_s": elapsed, "skipped_steps": skipped},
+                               "data": positions, "rng": rngs, "rank_weight_digests": digests},
+                              run, keep=config.train.keep)
 
     t = config.train
     bar = None
@@ -200,7 +220,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     it = iter(loader)
     # The loader builds its DataLoader (which draws from torch's generator) on the first next(): take that batch
     # before restoring the RNG so a resumed run continues the exact random stream of the interrupted one.
-    pending = next(it)
+    stream = itertools.chain([next(it)], it)
     if saved is not None:
         ckpt_io.set_rng_state(saved["rng"][d.rank])
     start = time.perf_counter() - elapsed
@@ -208,15 +228,15 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     model.train()
     while not (t.max_steps and step >= t.max_steps):
         t0 = time.perf_counter()
-        batch, pending = (pending, None) if pending is not None else (next(it), None)
+        batches = [next(stream) for _ in range(config.optim.accum_steps)]
         data_s = time.perf_counter() - t0
         if batch_hook is not None:
-            batch = batch_hook(step, batch)
-        epoch, consumed = batch.epoch, batch.index + 1
+            batches = [batch_hook(step, b) for b in batches]
+        # The loader position counts batches, so a checkpoint (always between optimiser steps) resumes exactly.
+        epoch, consumed = batches[-1].epoch, batches[-1].index + 1
         lr = lr_at(step, progress_of(step, clock.at(step), config), config.optim)
-        loss, grad_norm, skip = train_step(parts, batch.to(d.device, non_blocking=True), lr,
-                                           (batch.audio_lens, batch.token_lens))
-        window.add(loss, grad_norm, skip, batch.audio_lens, data_s)
+        loss, grad_norm, skip = train_step(parts, batches, lr)
+        window.add(loss, grad_norm, skip, [b.audio_lens for b in batches], data_s)
         step += 1
         if bar is not None:
             bar.update(1)
@@ -259,7 +279,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     # Release the DDP reducer (which holds gloo/NCCL work objects) and the loader's iterator while the process group
     # is alive: left to interpreter finalisation they can abort the process after training has succeeded.
     it.close()
-    del it, ddp
+    del stream, it, ddp
     gc.collect()
     steps_run = max(1, totals["steps"])
     audio_h = totals["audio_s"] * d.world / 3600  # every rank saw a different batch of about the same size

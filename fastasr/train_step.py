@@ -1,4 +1,5 @@
-"""One training step that never waits for the device, and the numbers it leaves there until a sync point.
+"""One training step (optim.accum_steps micro-batches) that never waits for the device, and the numbers it leaves
+there until a sync point.
 
 The step decides "non-finite, skip" on the device (the flag all-reduced across ranks) and the fused AdamW cancels
 itself on that flag; the window's sums stay on the device and the ranks' clocks are agreed only when the training loop
@@ -8,6 +9,7 @@ reads them back, so every rank computes the same lr from the same numbers.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,26 +56,35 @@ class StepParts:
     amp: object  # bf16 autocast, or a null context
     grad_clip: float
     world: int
+    device: torch.device
 
 
-def train_step(p: StepParts, batch: Batch, lr: float, cpu_lengths: tuple[torch.Tensor, torch.Tensor]
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimiser step on a device batch that never waits for the device: (loss, grad_norm, skip) as 0-dim tensors.
+def train_step(p: StepParts, batches: list[Batch], lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step over the CPU `batches` (optim.accum_steps of them) that never waits for the device:
+    (loss, grad_norm, skip) as 0-dim tensors.
 
-    cpu_lengths: the CPU batch's (audio_lens, token_lens), from which the loss's lengths are computed on the host,
-    so the loss needs no device-to-host copy either.
+    The step equals one batch holding all of them: each micro-batch's mean loss is weighted by its share of the
+    step's utterances (counted on the host), so the accumulated gradient is the whole step's mean-loss gradient.
+    Under DDP the gradients are all-reduced once, in the last micro-batch's backward (`no_sync` on the others).
+    The loss gets its lengths from the CPU batch (`host_lengths`), so it copies nothing back either.
 
-    skip is 1.0 when any rank's loss or gradient norm is non-finite. The fused AdamW reads it as GradScaler's
-    `found_inf` and then leaves weights, moments and step counts untouched on every rank alike.
+    skip is 1.0 when any micro-batch's loss, or the step's gradient norm, is non-finite on any rank. The fused AdamW
+    reads it as GradScaler's `found_inf` and then leaves weights, moments and step counts untouched on every rank.
     """
-    with torch.no_grad():
-        feats, feat_lens = p.frontend(batch.audio, batch.audio_lens)
-        feats = p.augment(feats, feat_lens)
-    audio_lens, token_lens = cpu_lengths
-    host_lengths = (p.model.encoded_lengths(p.frontend.output_lengths(audio_lens)), token_lens)
-    with p.amp:
-        loss = p.net(feats, feat_lens, batch.tokens, batch.token_lens, host_lengths=host_lengths)
-    loss.backward()
+    total = sum(len(b) for b in batches)
+    loss = torch.zeros((), dtype=torch.float32, device=p.device)
+    for i, cpu in enumerate(batches):
+        batch = cpu.to(p.device, non_blocking=True)
+        with torch.no_grad():
+            feats, feat_lens = p.frontend(batch.audio, batch.audio_lens)
+            feats = p.augment(feats, feat_lens)
+        host_lengths = (p.model.encoded_lengths(p.frontend.output_lengths(cpu.audio_lens)), cpu.token_lens)
+        sync = i == len(batches) - 1 or p.world == 1
+        with (nullcontext() if sync else p.net.no_sync()), p.amp:
+            part = p.net(feats, feat_lens, batch.tokens, batch.token_lens, host_lengths=host_lengths)
+            part = part * (len(cpu) / total)
+        part.backward()
+        loss = loss + part.detach().float()  # a non-finite micro-batch leaves the step's loss non-finite
     grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.grad_clip)
     skip = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()  # float32: what found_inf must be
     if p.world > 1:
@@ -83,7 +94,7 @@ def train_step(p: StepParts, batch: Batch, lr: float, cpu_lengths: tuple[torch.T
     p.optimizer.grad_scale, p.optimizer.found_inf = None, skip
     p.optimizer.step()
     p.optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), grad_norm, skip
+    return loss, grad_norm, skip
 
 
 @dataclass(frozen=True)
@@ -116,11 +127,11 @@ class Window:
         self.start, self.steps, self.data_s = time.perf_counter(), 0, 0.0
         self.audio_samples = torch.zeros((), dtype=torch.int64)
 
-    def add(self, loss, grad_norm, skip, cpu_audio_lens: torch.Tensor, data_s: float) -> None:
+    def add(self, loss, grad_norm, skip, cpu_audio_lens: list[torch.Tensor], data_s: float) -> None:
         kept = torch.stack([loss.float(), grad_norm.float()]).where(skip == 0, 0.0)  # NaN * 0 would stay NaN
         self.sums += torch.cat([kept, 1.0 - skip[None], skip[None]])
         # The CPU batch's lengths, summed on the host: reading the device copy would wait for the device.
-        self.audio_samples += cpu_audio_lens.sum()
+        self.audio_samples += sum(lens.sum() for lens in cpu_audio_lens)
         self.steps += 1
         self.data_s += data_s
 

@@ -1,10 +1,11 @@
 """Training: resume equals an uninterrupted run, non-finite steps are skipped (on the device) and counted, the host
-waits for the device only at sync points, 2-rank torchrun (gloo)."""
+waits for the device only at sync points (with and without accumulation), 2-rank torchrun (gloo)."""
 
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,22 @@ def test_resume_matches_uninterrupted_run(shards, tmp_path):
         assert (tmp_path / "full" / name).exists()
 
 
+def test_resume_with_accumulation_continues_at_the_next_batch(shards, tmp_path):
+    # Checkpoints fall between optimiser steps, so the loader position (batches consumed) is a whole number of
+    # accum_steps-batch steps, across the epoch boundary too (~5 batches an epoch, 8 batches here).
+    def accumulating(**train_settings):
+        config = make_config(**train_settings)
+        return replace(config, optim=replace(config.optim, accum_steps=2))
+
+    train(shards, tmp_path / "full", accumulating(max_steps=4))
+    with pytest.raises(Crash):
+        train(shards, tmp_path / "split", accumulating(max_steps=4, ckpt_every=2), batch_hook=crash_at(2))
+    train(shards, tmp_path / "split", accumulating(max_steps=4), resume=True)
+    full, split = (ckpt_io.load(tmp_path / run / "last.pt") for run in ("full", "split"))
+    assert full["step"] == split["step"] == 4 and full["data"] == split["data"]
+    assert_same(full["model"], split["model"], atol=1e-6, rtol=1e-5)
+
+
 def test_nonfinite_batch_is_skipped_and_counted(shards, tmp_path):
     def poison(step, batch):
         if step == 2:
@@ -90,6 +107,7 @@ def test_torchrun_two_ranks_gloo(shards, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "fastasr", "train", "--data", str(shards), "--run-dir", str(run), "--preset", "tiny",
            "--max-steps", "5", "train.device=cpu", "train.progress=false", "train.ckpt_every=3",
+           "optim.accum_steps=2",  # no_sync on the first micro-batch; the equal digests show the last one synced
            "model.d_model=32", "model.n_heads=2", "model.n_layers=2", "model.pred_embed=16", "model.pred_hidden=32",
            "model.joint_dim=24", "model.subsampling_channels=8", "data.max_batch_seconds=2.0",
            "data.num_workers=0", "data.val_utterances=2"]
@@ -108,10 +126,11 @@ READ_BACKS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist",
 STEP_CODE = tuple(os.path.join("fastasr", f) for f in ("train.py", "train_step.py", "features.py", "model.py"))
 
 
-def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeypatch):
+@pytest.mark.parametrize("accum_steps", [1, 2])
+def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeypatch, accum_steps):
     # Every read-back a tensor offers, counted when the training code calls it (the loss's one length read-back and
     # torch's own internals are elsewhere), labelled with the step count the loop has reached.
-    reads, at = [], {"step": None}
+    reads, at, batches = [], {"step": None}, []
 
     def counted(name):
         original = getattr(torch.Tensor, name)
@@ -126,14 +145,17 @@ def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeyp
 
     def label(step, batch):
         at["step"] = step + 1
+        batches.append(step)
         return batch
 
     for name in READ_BACKS:
         monkeypatch.setattr(torch.Tensor, name, counted(name))
-    summary = train(shards, tmp_path / "run", make_config(max_steps=8, log_every=4, progress=True),
-                    batch_hook=label)
+    config = make_config(max_steps=8, log_every=4, progress=True)
+    config = replace(config, optim=replace(config.optim, accum_steps=accum_steps))
+    summary = train(shards, tmp_path / "run", config, batch_hook=label)
     monkeypatch.undo()
-    assert summary["steps"] == 8
+    assert summary["steps"] == 8  # optimiser steps, each of accum_steps batches
+    assert batches == [s for s in range(8) for _ in range(accum_steps)]
     between = [r for r in reads if r[0] is not None and r[0] % 4]
     assert not between, f"read-backs between sync points: {between}"
     # The counter does see the training code: the window read-back at both sync points, validation's loss at the end.

@@ -1,5 +1,9 @@
 """`fastasr train --data OUT --run-dir RUN_DIR --preset P [--max-steps N | --max-minutes M] [--resume]
-[section.field=value…]`
+[--init-from CKPT] [--config FILE] [--print-config] [section.field=value…]`
+
+Settings: the preset, then what the run continues (--resume: the run's model, optim and data settings;
+--init-from: the checkpoint's model settings), then the --config file, then the overrides (fastasr.config);
+`--print-config` shows the result, every setting by its override name, without needing --data.
 
 The same command line runs single-process and under `torchrun --nproc_per_node N -m fastasr train …`. The run
 directory is spelt `--run-dir` (or `--exp-dir`): torchrun's own parser reads `--run` as an abbreviation of its
@@ -20,7 +24,7 @@ from fastasr.errors import UserError
 def configure(p: argparse.ArgumentParser) -> None:
     from fastasr.config import PRESETS
 
-    p.add_argument("--data", required=True, metavar="DIR", help="shard directory (with index.json)")
+    p.add_argument("--data", metavar="DIR", help="shard directory (with index.json; required)")
     p.add_argument("--run-dir", "--exp-dir", dest="run_dir", metavar="RUN_DIR",
                    help="run directory: checkpoints, logs, plots (required)")
     p.add_argument("--run", dest="run_deprecated", help=argparse.SUPPRESS)  # the old spelling; torchrun rejects it
@@ -30,18 +34,55 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop after M minutes of training (default: no limit)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start from this checkpoint's weights (not its optimiser or schedule); the model settings "
+                        "default to its own; another vocabulary re-initialises the output layer and the predictor's "
+                        "embedding. With --resume, a run that already has last.pt resumes instead")
+    p.add_argument("--config", metavar="FILE",
+                   help="settings file, JSON or YAML ({section: {field: value}}, like RUN_DIR/config.json): on top "
+                        "of the preset, under the section.field=value overrides")
+    p.add_argument("--print-config", action="store_true",
+                   help="print every setting as section.field=value (the resolved value, and the default where it "
+                        "differs) and exit")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
                    help="e.g. model.d_model=128 optim.lr=1e-3 data.num_workers=2 train.val_every=100 "
                         "(sections: model, optim, data, train; see fastasr/config.py)")
 
 
-def resolve(args: argparse.Namespace):
-    """(data, run_dir, config) from the arguments, every mistake a UserError; nothing heavy is imported."""
+def _continued(args: argparse.Namespace, run_dir) -> dict | None:
+    """The saved settings a run continues, under the command line's: --resume keeps the run's model, optim and
+    data settings (an explicit one that differs is refused when training starts), --init-from the checkpoint's
+    model settings."""
     from pathlib import Path
 
-    from fastasr.config import preset
+    last = Path(run_dir) / "last.pt" if run_dir is not None else None
+    if args.resume and last is not None and last.is_file():
+        from fastasr import checkpoint as ckpt_io
+
+        saved = ckpt_io.load(last)["config"]
+        return {k: saved[k] for k in ("model", "optim", "data") if k in saved}
+    if args.init_from is not None:
+        from fastasr import checkpoint as ckpt_io
+
+        model = dict(ckpt_io.load(args.init_from)["config"]["model"])
+        model.pop("vocab_size", None)  # this run's tokenizer decides it
+        return {"model": model}
+    return None
+
+
+def resolve(args: argparse.Namespace):
+    """(data, run_dir, config) from the arguments, every mistake a UserError; nothing heavy is imported unless a
+    checkpoint must be read (--resume, --init-from)."""
+    from pathlib import Path
+
+    from fastasr.config import load_file, preset
     from fastasr.shard_index import open_index
 
+    extra = []
+    if args.max_steps is not None:
+        extra.append(f"train.max_steps={args.max_steps}")
+    if args.max_minutes is not None:
+        extra.append(f"train.max_minutes={args.max_minutes}")
     run_dir = args.run_dir
     if args.run_deprecated is not None:
         if run_dir is not None:
@@ -49,16 +90,19 @@ def resolve(args: argparse.Namespace):
         print("fastasr train: --run is deprecated (torchrun rejects it as ambiguous): use --run-dir",
               file=sys.stderr)
         run_dir = args.run_deprecated
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise UserError(f"--init-from {args.init_from}: no such checkpoint (a .pt file written by `fastasr train` "
+                        "or `fastasr average`)")
+    config = preset(args.preset, [*args.overrides, *extra], base=_continued(args, run_dir),
+                    file=load_file(args.config) if args.config else None)
+    if args.print_config:
+        return args.data, run_dir, config
+    if args.data is None:
+        raise UserError("--data DIR is required (a shard directory with index.json)")
     if run_dir is None:
         raise UserError("--run-dir RUN_DIR is required (where checkpoints and logs go)")
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise UserError(f"--run-dir {run_dir} is a file, not a directory")
-    extra = []
-    if args.max_steps is not None:
-        extra.append(f"train.max_steps={args.max_steps}")
-    if args.max_minutes is not None:
-        extra.append(f"train.max_minutes={args.max_minutes}")
-    config = preset(args.preset, [*args.overrides, *extra])
     _, index = open_index(args.data, "--data")
     train_split = index.get("splits", {}).get("train", {})
     if not train_split.get("samples"):
@@ -73,12 +117,17 @@ def resolve(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     data, run_dir, config = resolve(args)
+    if args.print_config:
+        from fastasr.config import describe
+
+        print("\n".join(describe(config)))
+        return 0
 
     import torch.distributed as dist
 
     from fastasr.train import train
 
-    train(data, run_dir, config, resume=args.resume)
+    train(data, run_dir, config, resume=args.resume, init_from=args.init_from)
     # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;
     # on an exception this process exits and torchrun stops the others.
     if dist.is_initialized():

@@ -1,0 +1,67 @@
+"""Settings from the command line: --print-config lists every setting of every section, a --config file (JSON or
+YAML) sits between the preset and the overrides, and its mistakes are one line and exit 2."""
+
+import json
+from dataclasses import fields
+
+import pytest
+
+from fastasr.cli import main
+from fastasr.config import SECTIONS, Config, apply_overrides, preset
+
+
+def printed(capsys, *argv) -> dict[str, str]:
+    assert main(["train", "--print-config", *argv]) == 0
+    out = capsys.readouterr().out
+    settings = {}
+    for line in out.splitlines():
+        key, _, value = line.partition("  #")[0].partition("=")
+        settings[key] = value
+    return settings
+
+
+def test_print_config_lists_every_setting_of_every_section(capsys):
+    settings = printed(capsys, "--preset", "small", "optim.lr=7e-4")
+    expected = {f"{s}.{f.name}" for s in SECTIONS for f in fields(getattr(Config(), s))}
+    assert set(settings) == expected
+    # The resolved values: override over preset over default, and each line is an override that reproduces it.
+    assert settings["optim.lr"] == "0.0007" and settings["model.d_model"] == "256"
+    assert settings["optim.grad_clip"] == "5.0"
+    again = apply_overrides(Config(), [f"{k}={v}" for k, v in settings.items()])
+    assert again == preset("small", ["optim.lr=7e-4"])
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_file_sits_between_preset_and_overrides(capsys, tmp_path, suffix):
+    if suffix == ".yaml":
+        pytest.importorskip("yaml")
+        text = "optim:\n  lr: 1e-3\n  warmup_steps: 7\nmodel:\n  dropout: 0\ntrain:\n  amp: false\n"
+    else:
+        text = json.dumps({"optim": {"lr": 1e-3, "warmup_steps": 7}, "model": {"dropout": 0},
+                           "train": {"amp": False}})
+    (tmp_path / f"c{suffix}").write_text(text)
+    settings = printed(capsys, "--config", str(tmp_path / f"c{suffix}"), "optim.warmup_steps=9")
+    assert settings["optim.lr"] == "0.001" and settings["model.dropout"] == "0.0"
+    assert settings["train.amp"] == "false"
+    assert settings["optim.warmup_steps"] == "9"  # the command line wins
+    assert settings["model.d_model"] == "96"  # the preset (tiny) below the file
+
+
+@pytest.mark.parametrize("text, names", [
+    ('{"optim": {"lr": "fast"}}', "optim.lr"),
+    ('{"optim": {"warmup_steps": 1.5}}', "optim.warmup_steps"),
+    ('{"optm": {"lr": 1}}', "optm"),
+    ('{"optim": {"lr": -1}}', "optim.lr"),
+    ('[1, 2]', "sections"),
+    ('{"optim": ', "JSON"),
+])
+def test_config_file_mistakes_are_one_line(capsys, tmp_path, text, names):
+    (tmp_path / "c.json").write_text(text)
+    assert main(["train", "--print-config", "--config", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastasr train: error: ") and names in err and err.count("\n") == 1, err
+
+
+def test_missing_config_file_is_one_line(capsys, tmp_path):
+    assert main(["train", "--print-config", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "--config" in capsys.readouterr().err
