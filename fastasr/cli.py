@@ -23,7 +23,8 @@ COMMANDS = {
     "stats": ("fastasr.commands.stats", "counts, hours, percentiles and plots of a shard directory"),
     "train": ("fastasr.commands.train", "train an RNN-T model (single process or under torchrun)"),
     "eval": ("fastasr.commands.eval", "WER / CER / accuracy of a checkpoint on a split"),
-    "transcribe": ("fastasr.commands.transcribe", "transcribe audio files with a checkpoint"),
+    "transcribe": ("fastasr.commands.transcribe", "transcribe audio files with a checkpoint or an export"),
+    "export": ("fastasr.commands.export", "ONNX graphs + tokenizer + front-end settings for fastasr.runtime"),
     "average": ("fastasr.commands.average", "parameter-wise mean of a run's last N step checkpoints"),
 }
 

@@ -13,6 +13,8 @@ import torch
 from fastasr.kernels.scalar import logaddexp as _logaddexp
 from fastasr.model import Transducer
 
+MAX_SYMBOLS = 10  # labels per encoder frame at most (an export records it for the runtime's greedy search)
+
 
 def _select_state(mask: torch.Tensor, new, old):
     """LSTM (h, c) of shape (layers, B, H): take `new` where mask (B,) is True."""
@@ -21,7 +23,8 @@ def _select_state(mask: torch.Tensor, new, old):
 
 
 @torch.no_grad()
-def greedy_batch(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor, max_symbols: int = 10) -> list[list[int]]:
+def greedy_batch(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor,
+                 max_symbols: int = MAX_SYMBOLS) -> list[list[int]]:
     """Greedy decoding of a whole batch at once: one joiner call per (frame, symbol) step for all utterances."""
     B, T, _ = enc.shape
     blank = model.blank
@@ -50,7 +53,7 @@ def greedy_batch(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor, m
 
 @torch.no_grad()
 def beam_search(model: Transducer, enc: torch.Tensor, enc_len: int, beam: int = 4,
-                max_symbols: int = 10) -> list[int]:
+                max_symbols: int = MAX_SYMBOLS) -> list[int]:
     """Time-synchronous beam search for one utterance (enc (T, H)); equal prefixes are merged by log-add.
 
     At each frame every hypothesis either ends the frame with blank or extends by a label (up to `max_symbols`
@@ -95,7 +98,7 @@ def beam_search(model: Transducer, enc: torch.Tensor, enc_len: int, beam: int = 
 
 
 def decode(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor, *, beam: int = 1,
-           max_symbols: int = 10) -> list[list[int]]:
+           max_symbols: int = MAX_SYMBOLS) -> list[list[int]]:
     """Greedy (beam=1, batched) or beam search (beam>1, per utterance) over a batch."""
     if beam <= 1:
         return greedy_batch(model, enc, enc_lens, max_symbols=max_symbols)

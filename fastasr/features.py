@@ -11,7 +11,8 @@ padding the batch added):
 - power spectrum ``|X|^2``, then the mel filterbank of ``librosa.filters.mel(sr, n_fft, n_mels)`` with librosa's
   defaults: **Slaney** mel scale (``htk=False``: linear below 1 kHz, logarithmic above) and **Slaney** area
   normalisation (``norm="slaney"``: each triangle scaled by 2 / its width in Hz), fmin 0, fmax sr/2. It is built in
-  NumPy float64 here (no librosa at run time) and kept as a buffer.
+  NumPy float64 by ``fastasr.mel`` (no librosa at run time; the ONNX runtime's NumPy log-mel uses the same
+  function) and kept as a buffer.
 - natural log with a floor: ``log(max(mel, log_floor))``, ``log_floor = 1e-10`` (-23.03), so silence is finite.
 - per-utterance, per-mel-bin mean/variance normalisation over the valid frames only (population variance):
   ``(x - mean) / sqrt(var + norm_eps)``, ``norm_eps = 1e-5``; padded frames are set to 0.
@@ -22,49 +23,12 @@ float64 NumPy/librosa reference at 1e-9).
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 from torch import nn
 
+from fastasr.mel import mel_filterbank  # NumPy, shared with the torch-free runtime's log-mel
+
 __all__ = ["LogMel", "SpecAugment", "mel_filterbank", "feature_lengths"]
-
-
-# ---- Slaney mel scale (librosa.hz_to_mel / mel_to_hz with htk=False) ---------------------------------------------
-
-_F_SP = 200.0 / 3  # Hz per mel in the linear part
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP  # 15 mel
-_LOGSTEP = math.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / _F_SP
-    log_part = hz >= _MIN_LOG_HZ
-    return np.where(log_part, _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP, mel)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    hz = _F_SP * mel
-    log_part = mel >= _MIN_LOG_MEL
-    return np.where(log_part, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), hz)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) float64 triangles equal to ``librosa.filters.mel`` (Slaney scale, Slaney norm)."""
-    f_max = sample_rate / 2.0 if f_max is None else float(f_max)
-    fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)  # (F,)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))  # (n_mels + 2,) band edges
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]  # (n_mels + 2, F)
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))  # (n_mels, F)
-    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]  # Slaney area normalisation
-    return weights
 
 
 def feature_lengths(audio_lens: torch.Tensor, hop_length: int) -> torch.Tensor:
@@ -100,6 +64,8 @@ class LogMel(nn.Module):
         self.win_length = win_length
         self.hop_length = hop_length
         self.n_mels = n_mels
+        self.f_min = f_min
+        self.f_max = sample_rate / 2.0 if f_max is None else float(f_max)
         self.log_floor = log_floor
         self.normalize = normalize
         self.norm_eps = norm_eps

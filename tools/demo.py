@@ -1,4 +1,5 @@
-"""The whole story on a fresh machine: synthesise a Russian corpus → shard → stats → train → eval → transcribe.
+"""The whole story on a fresh machine: synthesise a Russian corpus → shard → stats → train → eval → transcribe →
+export to ONNX → transcribe with the export (onnxruntime, float and int8).
 
 Every step runs the real CLI (`python -m fastasr …`) so the demo exercises exactly what a user runs. A summary table
 closes the run. Sizes scale up when CUDA is present.
@@ -18,10 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def step(title: str, cmd: list[str]) -> float:
+    return step_output(title, cmd, capture=False)[0]
+
+
+def step_output(title: str, cmd: list[str], capture: bool = True) -> tuple[float, str]:
+    """Seconds taken, and stdout (also printed) when captured."""
     print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return time.perf_counter() - start
+    done = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE if capture else None, text=True)
+    if capture:
+        print(done.stdout, end="", flush=True)
+    return time.perf_counter() - start, done.stdout or ""
 
 
 def has_cuda() -> bool:
@@ -63,7 +71,7 @@ def main() -> int:
         [py, "-m", "fastasr", "shard", str(corpus), str(shards), "--manifest", str(corpus / "public_synth.csv")],
     )
     times["stats"] = step("corpus statistics", [py, "-m", "fastasr", "stats", str(shards), "--plots", str(out / "plots")])
-    train_cmd = [py, "-m", "fastasr", "train", "--data", str(shards), "--run", str(run), "--preset", preset,
+    train_cmd = [py, "-m", "fastasr", "train", "--data", str(shards), "--run-dir", str(run), "--preset", preset,
                  "--max-minutes", str(minutes)]
     if (run / "last.pt").exists():
         train_cmd.append("--resume")
@@ -75,13 +83,35 @@ def main() -> int:
          "--out", str(out / "eval")],
     )
     index = json.loads((shards / "index.json").read_text())
-    samples, long = transcribe_inputs(corpus, shards, out)
-    times["transcribe"] = step(
-        f"transcribe a few files and a {long[1]:.0f}-s recording made of {long[2]} of them (cut at pauses)",
-        [py, "-m", "fastasr", "transcribe", "--checkpoint", str(ckpt), *map(str, samples), str(long[0])],
-    )
-    print_summary(index, out, times)
+    agree = transcribe_and_export(py, ckpt, corpus, shards, out, times)
+    print_summary(index, out, times, agree)
     return 0
+
+
+def transcribe_and_export(py: str, ckpt: Path, corpus: Path, shards: Path, out: Path,
+                          times: dict[str, float]) -> dict[str, str]:
+    """Transcribe with the checkpoint, export it, transcribe the same files with the export (float, int8); how
+    many files' lines the export printed exactly as the checkpoint did, per precision."""
+    samples, long = transcribe_inputs(corpus, shards, out)
+    audio = [*map(str, samples), str(long[0])]
+    times["transcribe"], from_checkpoint = step_output(
+        f"transcribe a few files and a {long[1]:.0f}-s recording made of {long[2]} of them (cut at pauses)",
+        [py, "-m", "fastasr", "transcribe", "--checkpoint", str(ckpt), *audio],
+    )
+    export_dir = out / "export"
+    times["export"] = step(
+        "export the model: ONNX encoder / predictor / joiner (float and int8) + tokenizer + front-end settings",
+        [py, "-m", "fastasr", "export", str(ckpt), "--out", str(export_dir), "--quantize", "int8"],
+    )
+    agree = {}
+    for label, extra in (("float", []), ("int8", ["--int8"])):
+        times[f"transcribe (export, {label})"], lines = step_output(
+            f"transcribe the same files with the {label} export (onnxruntime + NumPy, torch never imported)",
+            [py, "-m", "fastasr", "transcribe", "--model", str(export_dir), *extra, *audio],
+        )
+        same = sum(a == b for a, b in zip(lines.splitlines(), from_checkpoint.splitlines()))
+        agree[label] = f"{same} of {len(audio)} files"
+    return agree
 
 
 def transcribe_inputs(corpus: Path, shards: Path, out: Path, n: int = 3, joined: int = 12):
@@ -90,7 +120,7 @@ def transcribe_inputs(corpus: Path, shards: Path, out: Path, n: int = 3, joined:
     import numpy as np
     import soundfile as sf
 
-    from fastasr.data.stages import SAMPLE_RATE, mono_16k
+    from fastasr.audio_files import SAMPLE_RATE, mono_16k
     from fastasr.shard_index import read_rejected_tsv
 
     rejected = {source for source, _, _ in read_rejected_tsv(shards / "rejected.tsv")}
@@ -106,19 +136,20 @@ def transcribe_inputs(corpus: Path, shards: Path, out: Path, n: int = 3, joined:
     return accepted[:n], (path, long.size / SAMPLE_RATE, joined)
 
 
-def print_summary(index: dict, out: Path, times: dict[str, float]) -> None:
+def print_summary(index: dict, out: Path, times: dict[str, float], agree: dict[str, str]) -> None:
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     train_summary_path = out / "run" / "summary.json"
     train = json.loads(train_summary_path.read_text()) if train_summary_path.exists() else {}
     rows = [
         ("utterances sharded", f"{index['totals']['samples']} ({index['totals']['rejected']} rejected)"),
         ("hours sharded", f"{index['totals']['seconds'] / 3600:.2f}"),
-        *[(f"train/val/test hours", " / ".join(f"{index['splits'][s]['seconds'] / 3600:.2f}"
+        *[("train/val/test hours", " / ".join(f"{index['splits'][s]['seconds'] / 3600:.2f}"
                                              for s in ("train", "val", "test")))],
         *[(k, str(v)) for k, v in train.items() if isinstance(v, (int, float, str))],
         ("test WER", f"{metrics['wer']:.2%}"),
         ("test CER", f"{metrics['cer']:.2%}"),
         ("test word accuracy", f"{metrics['accuracy']:.2%}"),
+        *[(f"export ({label}) = checkpoint's text", same) for label, same in agree.items()],
         *[(f"time: {k}", f"{v:.0f} s") for k, v in times.items()],
     ]
     width = max(len(k) for k, _ in rows)

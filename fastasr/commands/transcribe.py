@@ -1,32 +1,63 @@
-"""`fastasr transcribe --checkpoint CKPT AUDIO…`: one `path<TAB>text` line per file, printed as they are done."""
+"""`fastasr transcribe (--checkpoint CKPT | --model EXPORT_DIR) AUDIO…`: one `path<TAB>text` line per file, printed
+as they are done. `--model` runs an export of `fastasr export` with onnxruntime and never imports torch."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from fastasr.commands.args import non_negative_int, positive_float, positive_int
+from fastasr.errors import UserError
+
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastasr train` (e.g. RUN/last.pt)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help="a checkpoint written by `fastasr train` (e.g. "
+                        "RUN_DIR/last.pt)")
+    source.add_argument("--model", metavar="EXPORT_DIR",
+                        help="a directory written by `fastasr export`: onnxruntime + NumPy, torch is never imported")
     p.add_argument("audio", nargs="+", help="audio files: opus, wav or flac, any rate, channel count and length")
-    p.add_argument("--beam", type=int, default=1, help="beam width; 1 = batched greedy decoding")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--batch-seconds", type=float, default=240.0,
+    p.add_argument("--beam", type=positive_int, default=1, metavar="K",
+                   help="beam width; 1 = batched greedy decoding (--checkpoint only; an export decodes greedily)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the checkpoint's model runs (--checkpoint only; an export runs on the CPU)")
+    p.add_argument("--int8", action="store_true", help="with --model: the int8 graphs of `export --quantize int8`")
+    p.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
+                   help="CPU threads for the model (torch's or onnxruntime's); 0 = the library's default")
+    p.add_argument("--batch-seconds", type=positive_float, default=240.0, metavar="S",
                    help="padded seconds of audio per batch (pieces are sorted by length before batching)")
-    p.add_argument("--max-piece-seconds", type=float, default=30.0,
+    p.add_argument("--max-piece-seconds", type=positive_float, default=30.0, metavar="S",
                    help="longer recordings are cut at quiet points into pieces of at most this length")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Exit 0 when every file was transcribed; 1 when some could not be read (each is named on stderr)."""
-    from tqdm import tqdm
+def _transcripts(args: argparse.Namespace, progress: bool):
+    from fastasr.audio_files import QUIET_FRAME, SAMPLE_RATE
 
+    shortest = 3 * QUIET_FRAME / SAMPLE_RATE  # a cut is searched in the last third, in 20-ms frames
+    if args.max_piece_seconds < shortest:
+        raise UserError(f"--max-piece-seconds wants at least {shortest:g}, got {args.max_piece_seconds:g}")
+    common = dict(threads=args.threads, batch_seconds=args.batch_seconds, max_piece_seconds=args.max_piece_seconds,
+                  on_error="skip", progress=progress)
+    if args.model is not None:
+        if args.beam != 1:
+            raise UserError("--beam applies to --checkpoint; an export (--model) is decoded greedily")
+        from fastasr.runtime import iter_transcripts
+
+        return iter_transcripts(args.model, args.audio, precision="int8" if args.int8 else "float", **common)
+    if args.int8:
+        raise UserError("--int8 applies to --model EXPORT_DIR, not to --checkpoint")
     from fastasr.transcribe import iter_transcripts
 
+    return iter_transcripts(args.checkpoint, args.audio, beam=args.beam, device=args.device, **common)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 when every file was transcribed; 1 when some could not be read (each is named on stderr). A user
+    mistake (a missing checkpoint, a missing or corrupt export directory) is a UserError: one line, exit 2."""
+    from tqdm import tqdm
+
     failed = 0
-    for t in iter_transcripts(args.checkpoint, args.audio, beam=args.beam, device=args.device,
-                              batch_seconds=args.batch_seconds, max_piece_seconds=args.max_piece_seconds,
-                              on_error="skip", progress=sys.stderr.isatty()):
+    for t in _transcripts(args, progress=sys.stderr.isatty()):
         if t.text is None:
             failed += 1
             tqdm.write(f"fastasr transcribe: skipped {t.error}", file=sys.stderr)

@@ -14,16 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from fastasr.audio_files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
 from fastasr.kernels import normalize_preemphasize
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget
 from .errors import SampleError
 from .sample import AUDIO_EXTENSIONS, Batch, PlannedBatch, Piece, Sample, TarGroup
-
-SAMPLE_RATE = 16000
-PREEMPHASIS = 0.97
 
 Handler = Callable[[BaseException, "str | None", str], None]
 
@@ -178,14 +175,6 @@ def bucket_batches(samples: Iterable[Sample], *, buckets: DurationBuckets, budge
 
 
 # --- decoding and padding -----------------------------------------------------------------------------------------
-
-
-def mono_16k(x: np.ndarray, sr: int) -> np.ndarray:
-    """(S, C) float32 as soundfile reads it → float32 mono (channel mean) at 16 kHz (soxr)."""
-    x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
-    if sr != SAMPLE_RATE and x.size:
-        x = soxr.resample(x, sr, SAMPLE_RATE)
-    return x
 
 
 def decode_audio(sample: Sample) -> np.ndarray:

@@ -1,0 +1,26 @@
+"""`fastasr export CKPT --out DIR [--quantize int8]`: ONNX encoder / predictor / joiner + tokenizer + front-end
+settings, for `fastasr transcribe --model DIR` and `fastasr.runtime` (onnxruntime + NumPy, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by `fastasr train` (e.g. RUN_DIR/last.pt)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the export directory: written whole under a temporary name, then renamed into place")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="also write dynamically quantised copies (*.int8.onnx) beside the float graphs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 when the directory is written. A user mistake (missing or unreadable checkpoint, --out taken by
+    something else, onnx / onnxruntime not installed) is a UserError: one line, exit 2."""
+    from fastasr.export import export
+
+    out = export(args.checkpoint, args.out, quantize=args.quantize)
+    files = sorted(p.name for p in out.iterdir())
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    print(f"wrote {out}: {', '.join(files)} ({size:.1f} MB)")
+    return 0

@@ -1,0 +1,195 @@
+"""The export directory (`fastasr-onnx/1`): what `fastasr export` writes and `fastasr.runtime` reads.
+
+    DIR/encoder.onnx     features (N, T, n_mels) f32, feature_lengths (N,) i64
+                         → encoder_out (N, T', J) f32 (already through the joiner's encoder projection),
+                           encoder_out_lengths (N,) i64
+    DIR/predictor.onnx   tokens (N,) i64, h (L, N, H) f32, c (L, N, H) f32: one label step of the LSTM
+                         → predictor_out (N, J) f32 (through the joiner's predictor projection), h_out, c_out
+    DIR/joiner.onnx      encoder_out (N, J), predictor_out (N, J) → logits (N, V)
+    DIR/*.int8.onnx      the same graphs dynamically quantised (`--quantize int8`), beside the float ones; their
+                         activation ranges are taken per call over the whole batch, so an int8 text can depend on
+                         the other utterances in its batch (a float one does not)
+    DIR/tokenizer.json   {"format", "type": "char", "blank_id": 0, "tokens": ["<blank>", " ", "а", …]}: id → token;
+                         a SentencePiece tokenizer would add "type": "sentencepiece" and "model": "tokenizer.model"
+    DIR/model.json       everything a front end and a decoder need: audio (rate, downmix, peak normalisation,
+                         pre-emphasis), features (every log-mel setting), encoder subsampling, predictor state
+                         shape, blank id, max symbols per frame, the graphs' files and I/O, provenance (the
+                         checkpoint, its step and weight digest, tool versions) and `check`: per precision and
+                         graph, the largest |onnxruntime - torch| on random inputs at export time
+
+Both sides use this module, so the names are defined once. Reading validates everything the runtime relies on
+and raises UserError naming the file and what was expected: a missing or corrupt directory is one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastasr.audio_files import SAMPLE_RATE
+from fastasr.errors import UserError
+from fastasr.mel import MelSettings
+from fastasr.text import Tokenizer
+
+FORMAT = "fastasr-onnx/1"
+TOKENIZER_FORMAT = "fastasr-tokenizer/1"
+MODEL_JSON = "model.json"
+TOKENIZER_JSON = "tokenizer.json"
+BLANK_TOKEN = "<blank>"
+GRAPHS = ("encoder", "predictor", "joiner")
+PRECISIONS = ("float", "int8")
+# graph → (inputs, outputs), each name → its axes; named axes are dynamic.
+IO = {
+    "encoder": ({"features": ["N", "T", "n_mels"], "feature_lengths": ["N"]},
+                {"encoder_out": ["N", "T_out", "J"], "encoder_out_lengths": ["N"]}),
+    "predictor": ({"tokens": ["N"], "h": ["L", "N", "H"], "c": ["L", "N", "H"]},
+                  {"predictor_out": ["N", "J"], "h_out": ["L", "N", "H"], "c_out": ["L", "N", "H"]}),
+    "joiner": ({"encoder_out": ["N", "J"], "predictor_out": ["N", "J"]}, {"logits": ["N", "V"]}),
+}
+DYNAMIC_AXES = ("N", "T", "T_out")
+# How the features are computed beyond MelSettings' numbers: fastasr.mel.log_mel computes exactly this.
+FEATURE_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center": True, "pad_mode": "constant",
+                  "power": 2.0, "mel_scale": "slaney", "mel_norm": "slaney", "log": "natural",
+                  "normalization": "per_utterance_mean_var"}  # applied when features.normalize is true
+
+
+def graph_file(graph: str, precision: str = "float") -> str:
+    return f"{graph}.onnx" if precision == "float" else f"{graph}.{precision}.onnx"
+
+
+def tokenizer_json(alphabet: str) -> dict:
+    return {"format": TOKENIZER_FORMAT, "type": "char", "blank_id": Tokenizer.blank,
+            "tokens": [BLANK_TOKEN, *alphabet]}
+
+
+def model_json(*, mel: MelSettings, preemphasis: float, subsampling: int, encoder_dim: int, pred_layers: int,
+               pred_hidden: int, vocab_size: int, max_symbols: int, precisions: list[str], opset: int,
+               source: dict, check: dict) -> dict:
+    from fastasr import __version__
+
+    return {
+        "format": FORMAT,
+        "fastasr_version": __version__,
+        "audio": {"sample_rate": mel.sample_rate, "downmix": "channel_mean", "resampler": "soxr",
+                  "peak_normalize": True, "preemphasis": preemphasis},
+        "features": {**FEATURE_METHOD, **mel.to_dict(), "frames": "1 + samples // hop_length"},
+        "encoder": {"subsampling": subsampling, "frames_out": "ceil(frames / 2) per stride-2 layer",
+                    "dim": encoder_dim},
+        "predictor": {"layers": pred_layers, "hidden": pred_hidden, "start_token": Tokenizer.blank},
+        "decoding": {"blank_id": Tokenizer.blank, "vocab_size": vocab_size, "max_symbols_per_frame": max_symbols},
+        "tokenizer": TOKENIZER_JSON,
+        "graphs": {p: {g: graph_file(g, p) for g in GRAPHS} for p in precisions},
+        "io": {g: {"inputs": ins, "outputs": outs} for g, (ins, outs) in IO.items()},
+        "dynamic_axes": list(DYNAMIC_AXES),
+        "opset": opset,
+        "source": source,
+        "check": check,
+    }
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A validated export directory."""
+
+    path: Path
+    meta: dict  # model.json as read
+    mel: MelSettings
+    preemphasis: float
+    blank: int
+    vocab_size: int
+    max_symbols: int
+    encoder_dim: int
+    pred_layers: int
+    pred_hidden: int
+    tokenizer: Tokenizer
+
+    def graph(self, graph: str, precision: str = "float") -> Path:
+        if precision not in self.meta["graphs"]:
+            hint = " (export with --quantize int8)" if precision == "int8" else ""
+            raise UserError(f"{self.path}: has no {precision} graphs{hint}; it holds {sorted(self.meta['graphs'])}")
+        path = self.path / self.meta["graphs"][precision][graph]
+        if not path.is_file():
+            raise UserError(f"{path}: missing from the export directory (model.json lists it)")
+        return path
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: missing; expected the {what} that `fastasr export` writes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _field(data: dict, dotted: str, kind: type | tuple, path: Path):
+    value = data
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise UserError(f"{path}: field {dotted!r} is missing")
+        value = value[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+        raise UserError(f"{path}: field {dotted!r} is {value!r}, expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _read_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+    data = _read_json(path, "tokenizer")
+    if data.get("format") != TOKENIZER_FORMAT:
+        raise UserError(f"{path}: format {data.get('format')!r}, expected {TOKENIZER_FORMAT!r}")
+    if data.get("type") != "char":
+        raise UserError(f"{path}: tokenizer type {data.get('type')!r} is not supported by this runtime "
+                        "(supported: 'char')")
+    tokens = _field(data, "tokens", list, path)
+    if len(tokens) != vocab_size or tokens[:1] != [BLANK_TOKEN] or data.get("blank_id") != Tokenizer.blank:
+        raise UserError(f"{path}: expected {vocab_size} tokens with {BLANK_TOKEN!r} first (id {Tokenizer.blank})")
+    if not all(isinstance(t, str) and len(t) == 1 for t in tokens[1:]):
+        raise UserError(f"{path}: a 'char' tokenizer's tokens after the blank must be single characters")
+    try:
+        return Tokenizer("".join(tokens[1:]))
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def read_model_dir(path: str | Path) -> ModelDir:
+    """The export directory at `path`, validated; UserError naming the file when something is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such export directory (expected the --out DIR of `fastasr export`)")
+    meta_path = path / MODEL_JSON
+    meta = _read_json(meta_path, "model description")
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    for key, want in (("audio.sample_rate", SAMPLE_RATE), ("audio.peak_normalize", True),
+                      *((f"features.{k}", v) for k, v in FEATURE_METHOD.items())):
+        if _field(meta, key, object, meta_path) != want:
+            raise UserError(f"{meta_path}: {key} is {_field(meta, key, object, meta_path)!r}; this runtime "
+                            f"computes {want!r}")
+    settings = {}
+    for name, f in MelSettings.__dataclass_fields__.items():
+        kind = bool if isinstance(f.default, bool) else int if isinstance(f.default, int) else (int, float)
+        settings[name] = _field(meta, f"features.{name}", kind, meta_path)
+    try:
+        mel = MelSettings(**settings)
+    except ValueError as exc:
+        raise UserError(f"{meta_path}: bad log-mel settings ({exc})") from None
+    graphs = _field(meta, "graphs", dict, meta_path)
+    for precision, files in graphs.items():
+        if precision not in PRECISIONS or not isinstance(files, dict) or set(files) != set(GRAPHS):
+            raise UserError(f"{meta_path}: graphs.{precision} must name the files of {list(GRAPHS)}")
+    blank = _field(meta, "decoding.blank_id", int, meta_path)
+    if blank != Tokenizer.blank:
+        raise UserError(f"{meta_path}: decoding.blank_id is {blank}; fastasr tokenizers use {Tokenizer.blank}")
+    vocab_size = _field(meta, "decoding.vocab_size", int, meta_path)
+    tokenizer = _read_tokenizer(path / _field(meta, "tokenizer", str, meta_path), vocab_size)
+    return ModelDir(path=path, meta=meta, mel=mel,
+                    preemphasis=float(_field(meta, "audio.preemphasis", (int, float), meta_path)),
+                    blank=blank, vocab_size=vocab_size,
+                    max_symbols=_field(meta, "decoding.max_symbols_per_frame", int, meta_path),
+                    encoder_dim=_field(meta, "encoder.dim", int, meta_path),
+                    pred_layers=_field(meta, "predictor.layers", int, meta_path),
+                    pred_hidden=_field(meta, "predictor.hidden", int, meta_path), tokenizer=tokenizer)

@@ -1,0 +1,136 @@
+"""An exported RNN-T in onnxruntime: NumPy log-mel → encoder graph → batched greedy decoding with the predictor
+and joiner graphs. No torch anywhere; onnxruntime is imported when a model is loaded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fastasr.audio_files import Transcript, transcribe_files
+from fastasr.errors import UserError
+from fastasr.mel import log_mel
+from fastasr.runtime.model_dir import GRAPHS, IO, PRECISIONS, read_model_dir
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("fastasr.runtime needs onnxruntime: pip install onnxruntime "
+                        "(or pip install 'fastasr[export]')") from None
+    return onnxruntime
+
+
+def _session(ort, path: Path, graph: str, options, expect: dict):
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+                   ort_errors.NoSuchFile, ort_errors.Fail)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except load_errors as exc:
+        reason = str(exc).split(" : ")[-1].split("failed:")[-1].strip()  # onnxruntime repeats the path
+        raise UserError(f"{path}: not a loadable ONNX graph ({reason})") from None
+    inputs, outputs = IO[graph]
+    got = [(a.name, a.shape) for a in (*session.get_inputs(), *session.get_outputs())]
+    want = [(name, [expect.get(a, "?") for a in axes]) for name, axes in (*inputs.items(), *outputs.items())]
+    fits = len(got) == len(want) and all(
+        g[0] == w[0] and len(g[1]) == len(w[1]) and all(b == "?" or a == b for a, b in zip(g[1], w[1]))
+        for g, w in zip(got, want))
+    if not fits:
+        raise UserError(f"{path}: the {graph} graph's inputs and outputs are {got}, expected {want} (? = any size)")
+    return session
+
+
+class OnnxTransducer:
+    """The graphs of an export directory, float or int8, in onnxruntime sessions on the CPU.
+
+    `model(pieces)` transcribes normalised 16-kHz pieces (see fastasr.audio_files) as one batch, the checkpoint's
+    greedy decoding step for step (fastasr.decode.greedy_batch).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, *, precision: str = "float", threads: int = 0):
+        if precision not in PRECISIONS:
+            raise UserError(f"precision {precision!r}: choose from {list(PRECISIONS)}")
+        self.dir = read_model_dir(model_dir)
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        # Idle pool threads sleep instead of spinning, as fastasr.commands has torch's OpenMP threads do: on a
+        # small or shared CPU the spinning takes the cores the other threads need (benchmarks/RESULTS.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads > 0:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        d = self.dir
+        axes = {"n_mels": d.mel.n_mels, "J": d.encoder_dim, "L": d.pred_layers, "H": d.pred_hidden,
+                "V": d.vocab_size}
+        self.sessions = {g: _session(ort, d.graph(g, precision), g, options, axes) for g in GRAPHS}
+        self.tokenizer = d.tokenizer
+        self.blank = d.blank
+
+    def features(self, pieces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T, n_mels) float32 log-mel, zero past each length, and the lengths (B,) int64."""
+        feats = [log_mel(p, self.dir.mel) for p in pieces]
+        lens = np.array([f.shape[0] for f in feats], dtype=np.int64)
+        batch = np.zeros((len(feats), int(lens.max()), self.dir.mel.n_mels), dtype=np.float32)
+        for b, f in enumerate(feats):
+            batch[b, :f.shape[0]] = f
+        return batch, lens
+
+    def encode(self, feats: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(self.sessions["encoder"].run(None, {"features": feats, "feature_lengths": lens}))
+
+    def predict(self, tokens: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
+        pred, h, c = self.sessions["predictor"].run(None, {"tokens": tokens, "h": state[0], "c": state[1]})
+        return pred, (h, c)  # (B, J), ((L, B, H), (L, B, H))
+
+    def join(self, enc: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        return self.sessions["joiner"].run(None, {"encoder_out": enc, "predictor_out": pred})[0]  # (B, V)
+
+    def greedy(self, enc: np.ndarray, enc_lens: np.ndarray) -> list[list[int]]:
+        """Batched greedy search: per frame, emit the best label until blank (at most max_symbols per frame)."""
+        B = enc.shape[0]
+        zeros = np.zeros((self.dir.pred_layers, B, self.dir.pred_hidden), dtype=np.float32)
+        pred, state = self.predict(np.full(B, self.blank, dtype=np.int64), (zeros, zeros))
+        hyps: list[list[int]] = [[] for _ in range(B)]
+        for t in range(int(enc_lens.max())):
+            active = t < enc_lens  # (B,)
+            for _ in range(self.dir.max_symbols):
+                best = self.join(np.ascontiguousarray(enc[:, t]), pred).argmax(-1)  # (B,)
+                emit = active & (best != self.blank)
+                if not emit.any():
+                    break
+                for b in np.flatnonzero(emit):
+                    hyps[b].append(int(best[b]))
+                new_pred, new_state = self.predict(best.astype(np.int64), state)
+                pred = np.where(emit[:, None], new_pred, pred)
+                state = tuple(np.where(emit[None, :, None], n, o) for n, o in zip(new_state, state))
+                active = emit  # utterances that emitted blank move on to the next frame
+        return hyps
+
+    def __call__(self, pieces: list[np.ndarray]) -> list[str]:
+        enc, enc_lens = self.encode(*self.features(pieces))
+        return [self.tokenizer.decode(ids) for ids in self.greedy(enc, enc_lens)]
+
+
+def iter_transcripts(model_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], *,
+                     precision: str = "float", threads: int = 0, batch_seconds: float = 240.0,
+                     max_piece_seconds: float = 30.0, on_error: str = "raise",
+                     progress: bool = False) -> Iterator[Transcript]:
+    """A Transcript for each file, in the order given: the same reading, cutting, batching and order as
+    fastasr.transcribe.iter_transcripts, with the exported graphs instead of the checkpoint."""
+    model = OnnxTransducer(model_dir, precision=precision, threads=threads)
+    return transcribe_files(paths, model, batch_seconds=batch_seconds, max_piece_seconds=max_piece_seconds,
+                            preemphasis=model.dir.preemphasis, on_error=on_error, progress=progress)
+
+
+def transcribe(model_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], *, precision: str = "float",
+               threads: int = 0, batch_seconds: float = 240.0,
+               max_piece_seconds: float = 30.0) -> list[tuple[str, str]]:
+    """(path, text) for each file, in the order given; an unreadable file raises UnreadableAudio naming it."""
+    return [(t.path, t.text) for t in iter_transcripts(model_dir, paths, precision=precision, threads=threads,
+                                                        batch_seconds=batch_seconds,
+                                                        max_piece_seconds=max_piece_seconds)]
