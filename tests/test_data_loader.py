@@ -6,13 +6,13 @@ import io
 import json
 import logging
 
-import librosa
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
 from data_shards import make_utts, write_shards
+from optional import librosa
 from fastasr.data import Batch, build_loader
 from fastasr.text import Tokenizer
 

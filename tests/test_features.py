@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fastasr.features import LogMel, SpecAugment, mel_filterbank
 
-librosa = pytest.importorskip("librosa")
+from optional import librosa
 
 # librosa warns that n_fft exceeds the short utterances we feed it on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.*is too large:UserWarning")
