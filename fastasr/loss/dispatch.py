@@ -112,7 +112,8 @@ def cuda_kernels_on_cpu():
         _simulated_cuda = saved
 
 
-def _on_cuda(x: torch.Tensor) -> bool:
+def uses_cuda_kernels(x: torch.Tensor) -> bool:
+    """Whether x's work goes to the CUDA kernels: CUDA tensors, or any under ``cuda_kernels_on_cpu``."""
     return x.is_cuda or _simulated_cuda
 
 
@@ -131,7 +132,7 @@ def lattice(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch
     costs = torch.empty(B, dtype=blank_lp.dtype, device=blank_lp.device)  # (B,)
     g_blank = torch.empty_like(blank_lp)  # (B, T, U+1)
     g_label = torch.empty_like(blank_lp)  # (B, T, U+1)
-    if _on_cuda(blank_lp):
+    if uses_cuda_kernels(blank_lp):
         from fastasr.kernels import rnnt_cuda
 
         rnnt_cuda.launch_lattice(blank_lp, label_lp, logit_lengths, target_lengths, alpha, beta, costs,
@@ -151,7 +152,7 @@ def gather_log_probs(logits, targets, logit_lengths, target_lengths, blank: int,
     """logits (B, T, U+1, V) in the compute dtype, contiguous -> log_norm, blank_lp, label_lp (B, T, U+1) and
     probs: the softmax (B, T, U+1, V) if ``store_probs`` on CPU with the fused log-softmax, else None."""
     B, T, U1, V = logits.shape
-    if _on_cuda(logits) and fused_log_softmax:  # the row kernel over all B*T rows: one read of the logits
+    if uses_cuda_kernels(logits) and fused_log_softmax:  # the row kernel over all B*T rows: one read of them
         log_norm = torch.zeros(B, T, U1, dtype=logits.dtype, device=logits.device)  # (B, T, U+1)
         blank_lp, label_lp = torch.zeros_like(log_norm), torch.zeros_like(log_norm)  # (B, T, U+1)
         rows_b, rows_t = _all_rows(B, T, logits.device)
@@ -195,8 +196,9 @@ def logits_grad(logits, log_norm, probs, targets, logit_lengths, target_lengths,
     """-> grad (B, T, U+1, V) in the compute dtype: scale[b] * clamp(d cost_b / d logits), 0 on padding.
 
     CPU with the fused log-softmax needs ``probs`` (from ``gather_log_probs(store_probs=True)``); with
-    ``in_place`` the gradient overwrites it. The CUDA path recomputes the softmax from logits and log_norm, in one pass over a copy of the logits."""
-    if _on_cuda(logits) and fused_log_softmax:
+    ``in_place`` the gradient overwrites it. The CUDA path recomputes the softmax from logits and log_norm, in one
+    pass over a copy of the logits."""
+    if uses_cuda_kernels(logits) and fused_log_softmax:
         B, T, U1, V = logits.shape
         grad = logits.clone()  # (B, T, U+1, V); padding nodes have zero posteriors, so they come out exactly 0
         rows_b, rows_t = _all_rows(B, T, logits.device)
@@ -217,18 +219,18 @@ def logits_grad(logits, log_norm, probs, targets, logit_lengths, target_lengths,
 
 
 def node_grad_torch(logits, log_norm, targets, g_blank, g_label, scale, blank: int, fused_log_softmax: bool,
-                    clamp: float, *, in_place: bool = False):
-    """scale x clamp(d cost / d logits) for a block of nodes, in torch (the CUDA path and the fused loss's chunks).
+                    clamp: float):
+    """scale x clamp(d cost / d logits) for a block of nodes, in torch: the CUDA path without the fused log-softmax,
+    and the formula the row kernels are tested against.
 
     logits (..., V); log_norm, g_blank, g_label, scale (...); targets (...) int64 label index (0 where g_label is 0).
-    ``in_place`` overwrites ``logits`` (a chunk nobody else needs) instead of allocating another (..., V) tensor.
     Nodes whose g_blank and g_label are 0 (padding, impossible sequences) get exactly 0 for finite logits."""
     fold = clamp <= 0  # without clamping the scale folds into the (...)-sized factors
     s = scale if fold else torch.ones_like(scale)
     if fused_log_softmax:
         finite = ~torch.isneginf(log_norm)
         occ = torch.where(finite, -(g_blank + g_label), 0.0) * s  # (...)
-        grad = logits if in_place else logits.clone()  # (..., V)
+        grad = logits.clone()  # (..., V)
         grad.sub_(torch.where(finite, log_norm, 0.0)[..., None]).exp_().mul_(occ[..., None])
     else:
         grad = torch.zeros_like(logits)  # (..., V)
@@ -256,7 +258,7 @@ def _logits_grad_torch(logits, log_norm, targets, logit_lengths, target_lengths,
 def row_log_probs(logits, rows_b, rows_t, targets, blank: int, log_norm, blank_lp, label_lp) -> None:
     """logits (n, U', V) contiguous, compute dtype, row r being lattice row (rows_b[r], rows_t[r]) (n,) int64;
     targets (B, U+1). Fills log_norm, blank_lp, label_lp (B, T, U+1) at those rows' first U' nodes."""
-    if _on_cuda(logits):
+    if uses_cuda_kernels(logits):
         from fastasr.kernels import rnnt_cuda
 
         rnnt_cuda.launch_row_log_probs(logits, rows_b, rows_t, targets, blank, log_norm, blank_lp, label_lp,
@@ -270,7 +272,7 @@ def row_log_probs(logits, rows_b, rows_t, targets, blank: int, log_norm, blank_l
 
 def row_grad(logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank: int, clamp: float):
     """In place: logits (n, U', V) -> scale[b] x clamp(d cost_b / d logits); scale (B,); the rest as above."""
-    if _on_cuda(logits):
+    if uses_cuda_kernels(logits):
         from fastasr.kernels import rnnt_cuda
 
         rnnt_cuda.launch_row_grad(logits, rows_b, rows_t, log_norm, g_blank, g_label, targets, scale, blank,

@@ -28,7 +28,7 @@ class _RNNTLoss(torch.autograd.Function):
         blank, clamp, fused_log_softmax = ctx.opts
         x = logits.to(dispatch.compute_dtype(logits.dtype)).contiguous()  # (B, T, U+1, V)
         probs, ctx.probs = ctx.probs, None
-        if probs is None and fused_log_softmax and not x.is_cuda:  # a second backward (retain_graph)
+        if probs is None and fused_log_softmax and not dispatch.uses_cuda_kernels(x):  # a second backward
             probs = dispatch.gather_log_probs(x, targets, logit_lengths, target_lengths, blank, True,
                                               store_probs=True)[3]
         scale = grad_costs.to(x.dtype).contiguous()  # (B,)
