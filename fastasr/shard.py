@@ -111,13 +111,13 @@ def build_shards(
         _remove_stale(out, {p.path for p in plans})
 
     shards = [{"path": r["path"], "samples": r["samples"], "seconds": r["seconds"],
-               "rejected": Counter(x[1] for x in r["rejects"])} for r in results]
+               "rejected": Counter(x[1] for x in r["rejects"]), "durations": r["durations"]} for r in results]
     rejects = [(r.source, r.reason, r.detail, r.seed_rule) for r in pre_rejects]
     rejects += [tuple(x) for r in results for x in r["rejects"]]
     index = build_index({**settings, "plan": plan_digest}, shards, rejects,
                         sum(len(p.rows) for p in mine) + len(pre_rejects), len(rows),
                         group_counts if rule is not None else None)
-    index_path = write_outputs(out, index, rejects, *part)
+    index_path = write_outputs(out, index, rejects, *part, durations={r["path"]: r["durations"] for r in results})
     return BuildResult(index, index_path, written, len(tasks) - written, time.perf_counter() - start)
 
 
@@ -195,8 +195,8 @@ def _complete(task: _Task) -> dict | None:
         size = (out / task.plan_path).stat().st_size
     except (OSError, ValueError):
         return None
-    if meta.get("fingerprint") != task.fingerprint or meta.get("tar_size") != size:
-        return None
+    if meta.get("fingerprint") != task.fingerprint or meta.get("tar_size") != size or "durations" not in meta:
+        return None  # (a sidecar without durations predates the durations tables: the shard is written again)
     return meta if meta.get("inputs") == _input_signature(task.rows) else None
 
 
@@ -237,13 +237,13 @@ def write_shard(task: _Task) -> dict:
         stale.unlink(missing_ok=True)  # left by a killed run
     tmp = tar_path.with_name(f".{tar_path.name}.tmp-{os.getpid()}")
     inputs = _input_signature(task.rows)  # before reading: a file changed during the run will be redone next time
-    samples, seconds, rejects = 0, 0.0, []
+    samples, seconds, rejects, durations = 0, 0.0, [], []
     pending_rows, pending_seconds, last = 0, 0.0, time.monotonic()
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for row, group in zip(task.rows, task.groups):
             result = check_row(row, task.text, task.filters)
             if isinstance(result, Sample):
-                _add_sample(tar, result, group)
+                durations.append(_add_sample(tar, result, group))
                 samples += 1
                 seconds += result.duration
                 pending_seconds += result.duration
@@ -264,6 +264,7 @@ def write_shard(task: _Task) -> dict:
         "samples": samples,
         "seconds": seconds,
         "rejects": rejects,
+        "durations": durations,  # as the KEY.json members hold them, in tar order (durations-SPLIT.json)
         "tar_size": tar_path.stat().st_size,
         "fingerprint": task.fingerprint,
         "inputs": inputs,
@@ -280,7 +281,8 @@ def _report(rows: int, seconds: float) -> None:
         _progress((rows, seconds))
 
 
-def _add_sample(tar: tarfile.TarFile, s: Sample, group: str | None = None) -> None:
+def _add_sample(tar: tarfile.TarFile, s: Sample, group: str | None = None) -> float:
+    """Adds the sample's three members; returns the duration its json member holds."""
     info = {"duration": round(s.duration, 6), "sample_rate": s.sample_rate, "channels": s.channels,
             "source": s.source, "raw_text": s.raw_text}
     if s.offset is not None:
@@ -297,6 +299,7 @@ def _add_sample(tar: tarfile.TarFile, s: Sample, group: str | None = None) -> No
         member.uid = member.gid = 0
         member.uname = member.gname = ""
         tar.addfile(member, io.BytesIO(data))
+    return info["duration"]
 
 
 # --- main side ----------------------------------------------------------------------------------------------------

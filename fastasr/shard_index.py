@@ -69,6 +69,7 @@ def build_index(
             "seconds": round(sum(s["seconds"] for s in mine), 3),
             "shards": [{"path": s["path"], "samples": s["samples"], "seconds": round(s["seconds"], 3)} for s in mine],
             "rejected": dict(sorted(sum((Counter(s.get("rejected", {})) for s in mine), Counter()).items())),
+            "durations": durations_name(split),
         }
         if group_counts is not None:
             splits[split]["groups"] = group_counts[split]
@@ -102,6 +103,24 @@ def build_index(
     return index
 
 
+def durations_name(split: str) -> str:
+    return f"durations-{split}.json"
+
+
+def write_durations(out: Path, index: dict, durations: dict[str, list]) -> None:
+    """The durations tables (fastasr/data/durations.py) the index names, written before the index itself."""
+    from fastasr.data.durations import write_table
+
+    for split, entry in index["splits"].items():
+        write_table(out / entry["durations"], split, {s["path"]: durations[s["path"]] for s in entry["shards"]})
+
+
+def _meta_durations(out: Path, shard_path: str) -> list:
+    """A shard's durations from its sidecar OUT/.meta/<split>/shard-NNNNNN.json (shard.py writes them)."""
+    meta = json.loads((out / ".meta" / shard_path.replace(".tar", ".json")).read_text(encoding="utf-8"))
+    return meta["durations"]
+
+
 def check_accounting(index: dict) -> None:
     t = index["totals"]
     if t["input_rows"] != t["samples"] + t["rejected"]:
@@ -131,10 +150,14 @@ def part_paths(out: Path, part: int, parts: int) -> tuple[Path, Path]:
     return d / f"index-{part}-of-{parts}.json", d / f"rejected-{part}-of-{parts}.tsv"
 
 
-def write_outputs(out: Path, index: dict, rejects: list, part: int = 1, parts: int = 1) -> Path | None:
-    """Write the index and rejected.tsv of a build; for a part, its part files, then combine if all are there.
-    Returns the path of the combined index.json when it was written."""
+def write_outputs(out: Path, index: dict, rejects: list, part: int = 1, parts: int = 1,
+                  durations: dict[str, list] | None = None) -> Path | None:
+    """Write the index and rejected.tsv of a build (and its durations tables: shard path → durations); for a part,
+    its part files, then combine if all are there. Returns the path of the combined index.json when it was written."""
     if parts == 1:
+        write_durations(out, index, durations if durations is not None else
+                        {s["path"]: _meta_durations(out, s["path"]) for e in index["splits"].values()
+                         for s in e["shards"]})
         atomic_write(out / "rejected.tsv", rejected_tsv(rejects))
         atomic_write(out / "index.json", json.dumps(index, ensure_ascii=False, indent=1))
         return out / "index.json"
@@ -184,6 +207,7 @@ def merge_parts(out: Path, parts: int | None = None) -> Path:
             "shards": shards,
             "rejected": dict(sorted(sum((Counter(idx["splits"][split]["rejected"]) for idx in indexes),
                                         Counter()).items())),
+            "durations": durations_name(split),
         }
         if "groups" in first["splits"][split]:  # planned globally: the same in every part
             merged["splits"][split]["groups"] = first["splits"][split]["groups"]
@@ -199,6 +223,8 @@ def merge_parts(out: Path, parts: int | None = None) -> Path:
         raise RuntimeError(
             f"parts cover {merged['totals']['input_rows']} rows but the listing has {merged['listing_rows']}"
         )
+    write_durations(out, merged, {s["path"]: _meta_durations(out, s["path"]) for e in merged["splits"].values()
+                                  for s in e["shards"]})
     atomic_write(out / "rejected.tsv", rejected_tsv([(*r, False) for r in rejects]))
     atomic_write(out / "index.json", json.dumps(merged, ensure_ascii=False, indent=1))
     return out / "index.json"

@@ -68,8 +68,9 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_shards(out: Path, utts: list[Utt], shard_sizes: list[int], split: str = "train",
-                 json_override: dict[str, bytes] | None = None) -> dict:
-    """Pack utts into consecutive shards of the given sizes and write index.json; returns the index."""
+                 json_override: dict[str, bytes] | None = None, durations: bool = True) -> dict:
+    """Pack utts into consecutive shards of the given sizes and write index.json (and, with `durations`, the
+    split's durations table, as `fastasr shard` does); returns the index."""
     assert sum(shard_sizes) == len(utts), (sum(shard_sizes), len(utts))
     json_override = json_override or {}
     shards, pos = [], 0
@@ -85,7 +86,9 @@ def write_shards(out: Path, utts: list[Utt], shard_sizes: list[int], split: str 
                 add_member(tar, f"{u.key}.{u.ext}", u.audio)
                 add_member(tar, f"{u.key}.txt", u.text.encode())
                 add_member(tar, f"{u.key}.json", json_override.get(u.key, json.dumps(meta).encode()))
-        shards.append({"path": path, "samples": len(chunk), "seconds": sum(u.duration for u in chunk)})
+        shards.append({"path": path, "samples": len(chunk), "seconds": sum(u.duration for u in chunk),
+                       "durations": [round(u.duration, 6) for u in chunk]})
+    table = {s["path"]: s.pop("durations") for s in shards}
     index = {
         "format": "fastasr-shards/1",
         "text": TextConfig().to_dict(),
@@ -96,5 +99,9 @@ def write_shards(out: Path, utts: list[Utt], shard_sizes: list[int], split: str 
                    "rejected": 0},
         "rejected": {},
     }
+    if durations:
+        name = f"durations-{split}.json"
+        index["splits"][split]["durations"] = name
+        (out / name).write_text(json.dumps({"format": "fastasr-durations/1", "split": split, "shards": table}))
     (out / "index.json").write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
     return index

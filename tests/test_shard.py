@@ -203,10 +203,26 @@ def test_parts_combine_to_the_single_machine_build(tmp_path):
     for field in ("splits", "totals", "rejected", "seed_rule", "text", "settings"):
         assert merged[field] == single.index[field], field
     assert (parts / "rejected.tsv").read_text() == (tmp_path / "single/rejected.tsv").read_text()
+    for split in merged["splits"]:
+        name = f"durations-{split}.json"
+        assert (parts / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+        assert_durations_match_the_json_members(parts, split)
     # by hand, too
     (parts / "index.json").unlink()
     assert main(["shard", "--merge", str(parts)]) == 0
     assert json.loads((parts / "index.json").read_text()) == merged
+
+
+def assert_durations_match_the_json_members(out: Path, split: str) -> None:
+    """durations-SPLIT.json holds, per shard in tar order, the duration each KEY.json member holds."""
+    index = json.loads((out / "index.json").read_text())
+    table = json.loads((out / index["splits"][split]["durations"]).read_text())
+    assert table["format"] == "fastasr-durations/1" and table["split"] == split
+    assert sorted(table["shards"]) == sorted(s["path"] for s in index["splits"][split]["shards"])
+    for path, values in table["shards"].items():
+        with tarfile.open(out / path) as tar:
+            found = [json.loads(tar.extractfile(m).read())["duration"] for m in tar if m.name.endswith(".json")]
+        assert values == found, path
 
 
 def test_cli_exit_codes(tmp_path, capsys):

@@ -26,7 +26,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -35,14 +35,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from fastasr.text import Tokenizer
+from fastasr import sources
+from fastasr.text import TextConfig, Tokenizer
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
+from .durations import durations_table, table_url
 from .errors import SkipAndCount, raise_errors
-from .sample import Batch, EpochEnd, PlannedBatch
-from .stages import (bucket_batches, decode_batches, filter_duration, map_samples, pad_batch, parse_sample,
-                     read_groups, shuffle_buffer, warm_up)
+from .fetch import SampleFetcher, filled
+from .sample import Batch, EpochEnd, Piece, PlannedBatch
+from .stages import (OWN_SHARDS, SampleFormat, bucket_batches, decode_batches, filter_duration, map_samples,
+                     pad_batch, parse_sample, perturb_speed, read_groups, shuffle_buffer, table_samples, warm_up)
 
 log = logging.getLogger("fastasr.data")
 
@@ -51,11 +54,11 @@ log = logging.getLogger("fastasr.data")
 class LoaderSpec:
     """Everything a worker needs to rebuild its stream (pickled into worker processes)."""
 
-    root: str
+    root: str  # the index's directory or URL prefix; shard paths resolve against it (fastasr.sources)
     split: str
     shards: tuple[str, ...]
-    shard_samples: tuple[int, ...]  # per shard, from index.json
-    alphabet: str
+    shard_samples: tuple[int, ...]  # KEY groups per shard, from index.json
+    tokenizer: object  # text → ids (`encode`); pickled into the workers with the spec
     max_batch_seconds: float
     max_batch_size: int | None
     bucket_edges: tuple[float, ...]
@@ -68,6 +71,10 @@ class LoaderSpec:
     min_duration: float
     max_duration: float | None
     on_error: str  # "skip" (warn, count, go on) or "raise"
+    fmt: SampleFormat = OWN_SHARDS  # own shards, or foreign ones indexed by `fastasr index`
+    durations: str | None = None  # the split's durations table: plans without opening shards (None: tar headers)
+    exclude: tuple = ()  # ((epoch, {shard: frozenset(ordinals)}), …): delivered before a resume under another world
+    speed_perturb: tuple[float, ...] = ()  # speed factors drawn per sample and epoch; () or (1.0,): off
 
 
 def make_handler(spec: LoaderSpec, quiet: bool = False):
@@ -75,15 +82,22 @@ def make_handler(spec: LoaderSpec, quiet: bool = False):
 
 
 def planned_batches(spec: LoaderSpec, role: int, epoch: int, *, handler, audio: bool = True) -> Iterator[PlannedBatch]:
-    """One reader's epoch up to the batching decision; audio=False reads metadata only (same batches)."""
+    """One reader's epoch up to the batching decision; audio=False plans from metadata only (the same batches): from
+    the durations table when the index has one (no shard opened), else from tar headers and json/txt members."""
     pieces = pieces_for(list(spec.shards), epoch=epoch, seed=spec.seed, shuffle=spec.shuffle, rank=spec.rank,
                         world_size=spec.world_size, role=role, workers=spec.workers)
-    groups = read_groups(pieces, root=Path(spec.root), handler=handler, audio=audio,
-                         expected=dict(zip(spec.shards, spec.shard_samples)))
-    samples = map_samples(groups, partial(parse_sample, tokenizer=Tokenizer(spec.alphabet)), handler=handler,
-                          stage="parse")
+    exclude = dict(spec.exclude).get(epoch)
+    if not audio and spec.durations is not None:
+        samples = table_samples(pieces, durations_table(spec.durations), exclude=exclude)
+    else:
+        groups = read_groups(pieces, root=spec.root, handler=handler, audio=audio,
+                             expected=dict(zip(spec.shards, spec.shard_samples)), exclude=exclude)
+        samples = map_samples(groups, partial(parse_sample, tokenizer=spec.tokenizer, fmt=spec.fmt),
+                              handler=handler, stage="parse")
     samples = filter_duration(samples, min_duration=spec.min_duration, max_duration=spec.max_duration,
                               handler=handler)
+    if len(spec.speed_perturb) > 1 or spec.speed_perturb[:1] not in ((), (1.0,)):
+        samples = perturb_speed(samples, factors=spec.speed_perturb, seed=spec.seed, epoch=epoch)
     rng = np.random.default_rng([spec.seed, epoch, spec.rank, role]) if spec.shuffle else None
     if rng is not None:
         samples = shuffle_buffer(samples, size=spec.shuffle_buffer, rng=rng)
@@ -95,7 +109,8 @@ def reader_items(spec: LoaderSpec, role: int, epoch: int, infinite: bool, *, han
                  audio: bool = True) -> Iterator[PlannedBatch | EpochEnd]:
     """A reader's planned batches, epoch after epoch, each epoch closed by an EpochEnd.
 
-    In infinite mode a reader that got nothing in an epoch stops (instead of spinning forever on no data).
+    In infinite mode a reader that got nothing in an epoch stops (instead of spinning forever on no data), unless
+    that epoch's samples had been delivered before a resume under another world size.
     """
     while True:
         batches = samples = 0
@@ -105,7 +120,7 @@ def reader_items(spec: LoaderSpec, role: int, epoch: int, infinite: bool, *, han
             yield planned
         counts = handler.take() if isinstance(handler, SkipAndCount) else {}
         yield EpochEnd(epoch, batches, samples, counts)
-        if not infinite or batches == 0:
+        if not infinite or (batches == 0 and epoch not in dict(spec.exclude)):  # (all delivered before: go on)
             return
         epoch += 1
 
@@ -120,14 +135,37 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch | EpochEnd]:
         info = get_worker_info()
         role = self.roles[info.id if info is not None else 0]
-        handler = make_handler(self.spec)
-        items = reader_items(self.spec, role, self.epoch, self.infinite, handler=handler)
-        for item in islice(items, self.skip_items[role], None):  # resume: skipped batches are never decoded
+        spec, handler = self.spec, make_handler(self.spec)
+        # With a durations table the epoch is planned from the table and its batches filled from the shards
+        # (fetch.py): skipped batches cost neither reading nor decoding, and consumed shards are not opened.
+        planned_only = spec.durations is not None
+        items = reader_items(spec, role, self.epoch, self.infinite, handler=handler, audio=not planned_only)
+        skipped: dict[int, set] = {}
+        for _ in range(self.skip_items[role]):  # resume: skipped batches are never decoded
+            item = next(items, None)
+            if item is None:
+                return
+            if isinstance(item, EpochEnd):
+                yield item
+            elif planned_only:
+                skipped.setdefault(item.epoch, set()).update((s.shard, s.ordinal) for s in item.samples)
+        if planned_only:
+            items = filled(items, spec, durations_table(spec.durations), partial(self._fetcher, role, handler),
+                           skipped)
+        for item in items:
             if isinstance(item, EpochEnd):
                 yield item
                 continue
             for decoded in decode_batches([item], handler=handler):
                 yield pad_batch(decoded)
+
+    def _fetcher(self, role: int, handler, epoch: int, skip: set) -> SampleFetcher:
+        spec = self.spec
+        pieces = pieces_for(list(spec.shards), epoch=epoch, seed=spec.seed, shuffle=spec.shuffle, rank=spec.rank,
+                            world_size=spec.world_size, role=role, workers=spec.workers)
+        excluded = dict(spec.exclude).get(epoch, {})
+        skip = skip | {(shard, o) for shard, ordinals in excluded.items() for o in ordinals}
+        return SampleFetcher(spec, pieces, durations_table(spec.durations), skip, handler=handler)
 
 
 class Loader:
@@ -157,6 +195,12 @@ class Loader:
         different times, so the last batch's (epoch, index + 1) is exact only with num_workers ≤ 1.)
         """
         return {"epoch": self.epoch, "skip_batches": self._delivered}
+
+    def stream_state(self) -> dict:
+        """Saved beside the positions of every rank: lets a run under another world size continue the epoch."""
+        from .resume import stream_state
+
+        return stream_state(self.spec)
 
     def __iter__(self) -> Iterator[Batch]:
         from .resume import plan_resume
@@ -197,11 +241,58 @@ class Loader:
 
 
 def read_index(source: str | Path) -> dict:
-    path = Path(source) / "index.json"
-    index = json.loads(path.read_text(encoding="utf-8"))
+    """index.json of a shard directory or URL prefix (through fastasr.sources)."""
+    url = sources.join(str(source), "index.json")
+    index = json.loads(sources.read_bytes(url))
     if index.get("format") != "fastasr-shards/1":
-        raise ValueError(f"{path}: format {index.get('format')!r}, expected 'fastasr-shards/1'")
+        raise ValueError(f"{url}: format {index.get('format')!r}, expected 'fastasr-shards/1'")
     return index
+
+
+def sample_format(index: dict, root: str, split: str) -> SampleFormat:
+    """Own shards, or shards other tools wrote that `fastasr index` described (its `origin`)."""
+    origin = index.get("origin")
+    if origin is None:
+        return OWN_SHARDS
+    text = None if origin.get("normalized", False) else TextConfig.from_dict(index["text"])
+    return SampleFormat(transcript=origin.get("transcript", "txt"), text=text,
+                        durations=table_url(root, index["splits"][split]))
+
+
+def split_texts(source, split: str = "train", *, limit: int | None = None) -> Iterator[str]:
+    """The normalised transcripts of a split in index order, read without audio (e.g. to train a tokenizer);
+    unusable samples are skipped (counted in the log)."""
+    index = read_index(source)
+    root = str(source)
+    entry = index["splits"][split]
+    fmt = sample_format(index, root, split)
+    handler = SkipAndCount(quiet=True)
+    groups = read_groups([Piece(s["path"]) for s in entry["shards"]], root=root, handler=handler, audio=False)
+    n = 0
+    for group in groups:
+        if limit is not None and n >= limit:
+            break
+        try:
+            sample = parse_sample(group, tokenizer=_NoTokens(), fmt=fmt)
+        except Exception as exc:
+            handler(exc, group.key, "parse")
+            continue
+        n += 1
+        yield sample.text
+    skipped = handler.take()
+    if skipped:
+        log.info("transcripts of %s/%s: skipped %s", source, split, dict(skipped))
+
+
+class _NoTokens:
+    @staticmethod
+    def encode(text: str) -> list[int]:
+        return [1] if text else []
+
+
+def _exclusions(exclude) -> tuple:
+    """{epoch: {shard: ordinals}} as the spec holds it (hashable, picklable, one frozenset per shard)."""
+    return tuple(sorted((int(e), {k: frozenset(v) for k, v in shards.items()}) for e, shards in (exclude or {}).items()))
 
 
 def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_workers: int, shuffle: bool = True,
@@ -209,7 +300,9 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
                  rank: int | None = None, world_size: int | None = None, pin_memory: bool | None = None,
                  max_batch_size: int | None = None, shuffle_buffer: int = 1000,
                  bucket_edges: tuple[float, ...] | None = None, min_duration: float = 0.0,
-                 max_duration: float | None = None, on_error: str = "skip", prefetch_factor: int = 4) -> Loader:
+                 max_duration: float | None = None, on_error: str = "skip", prefetch_factor: int = 4,
+                 tokenizer=None, speed_perturb: tuple[float, ...] = (), exclude: dict | None = None,
+                 continue_from: tuple[dict, list[dict]] | None = None) -> Loader:
     """Batches of split `split` of the shard directory `source` for this rank (DESIGN.md).
 
     max_batch_seconds bounds B × (longest duration in the batch), from the json durations. infinite=False: one
@@ -217,21 +310,33 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
     skip_batches: the first N batches of this rank's stream from `epoch` are not delivered (nor decoded); the rest
     is exactly what an uninterrupted run would have delivered (same seed, num_workers, world size).
     on_error: "skip" (corrupt samples are logged with their KEY, counted in `stats`, and skipped) or "raise".
+    tokenizer: what turns transcripts into `tokens` (anything with `encode(text) -> list[int]` that pickles);
+    default the characters of the index's alphabet.
+    speed_perturb: factors such as (0.9, 1.0, 1.1), one drawn per sample and epoch (resampling in the workers).
+    exclude: {epoch: {shard path: sample ordinals}} not to deliver in that epoch (resume.py, another world size).
+    continue_from: (stream_state, positions) of a run under another world size ({"epoch", "batches"} per old
+    rank): this rank's share of what that run had not delivered yet, from the epoch it was in (resume.py);
+    epoch, skip_batches and exclude are derived.
+    source: a directory or a URL prefix (https://, s3://, gs://, any fsspec URL) holding index.json.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if num_workers < 0 or skip_batches < 0:
         raise ValueError(f"num_workers and skip_batches must be ≥ 0, got {num_workers}, {skip_batches}")
-    index = read_index(source)
+    root = str(source)
+    index = read_index(root)
     if split not in index["splits"]:
-        raise KeyError(f"split {split!r} not in {Path(source) / 'index.json'} (has {sorted(index['splits'])})")
+        raise KeyError(f"split {split!r} not in {sources.join(root, 'index.json')} (has {sorted(index['splits'])})")
+    if any(not (0.5 <= f <= 2.0) for f in speed_perturb):
+        raise ValueError(f"speed_perturb factors must lie in [0.5, 2], got {speed_perturb}")
     rank, world_size = resolve_world(rank, world_size)
+    entry = index["splits"][split]
     spec = LoaderSpec(
-        root=str(source),
+        root=root,
         split=split,
-        shards=tuple(s["path"] for s in index["splits"][split]["shards"]),
-        shard_samples=tuple(int(s["samples"]) for s in index["splits"][split]["shards"]),
-        alphabet=index["text"]["alphabet"],
+        shards=tuple(s["path"] for s in entry["shards"]),
+        shard_samples=tuple(int(s.get("groups", s["samples"])) for s in entry["shards"]),
+        tokenizer=tokenizer if tokenizer is not None else Tokenizer.from_index(index),
         max_batch_seconds=float(max_batch_seconds),
         max_batch_size=max_batch_size,
         bucket_edges=tuple(bucket_edges) if bucket_edges is not None else geometric_edges(),
@@ -244,10 +349,33 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         min_duration=min_duration,
         max_duration=max_duration,
         on_error=on_error,
+        fmt=sample_format(index, root, split),
+        durations=table_url(root, entry),
+        exclude=_exclusions(exclude),
+        speed_perturb=tuple(float(f) for f in speed_perturb),
     )
+    if continue_from is not None:
+        from .resume import continue_elsewhere
+
+        state, positions = continue_from
+        epoch, exclude, delivered = continue_elsewhere(spec, state, positions, infinite)
+        spec, skip_batches = replace(spec, exclude=_exclusions(exclude)), 0
+        log.info("rank %d: continuing epoch %d of a %d-rank run as rank %d of %d; the %d utterances it had delivered "
+                 "are left out", rank, epoch, state["world"], rank, world_size, delivered)
+    _log_fetches(spec)
     PaddedSecondsBudget(spec.max_batch_seconds, max_batch_size)  # validate early, in the caller's process
     DurationBuckets(spec.bucket_edges)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return Loader(spec, num_workers=num_workers, epoch=epoch, skip_batches=skip_batches, infinite=infinite,
                   pin_memory=pin_memory, prefetch_factor=prefetch_factor)
+
+
+def _log_fetches(spec: LoaderSpec) -> None:
+    """Fewer shards than readers: each shard is cut into parts read by several readers, each streaming all of it."""
+    readers = spec.world_size * spec.workers
+    if spec.shards and len(spec.shards) < readers and sources.is_remote(sources.join(spec.root, spec.shards[0])):
+        parts = -(-readers // len(spec.shards))
+        log.warning("%s/%s: %d shards for %d readers (%d ranks × %d workers): each shard is read by %d readers, so "
+                    "each byte is fetched %d times per epoch; more (smaller) shards than readers fetch it once",
+                    spec.root, spec.split, len(spec.shards), readers, spec.world_size, spec.workers, parts, parts)

@@ -1,15 +1,24 @@
-"""Resuming inside an epoch: which items each reader skips so the rest equals the uninterrupted run.
+"""Resuming inside an epoch: which items each reader skips so the rest equals the uninterrupted run, and how an
+epoch goes on under another world size.
 
-The DataLoader merges its workers' streams round-robin (worker 0, 1, …, skipping finished workers), so the first
-N batches of a rank are a prefix of every reader's stream. We replay that merge on metadata only (tar headers,
-json and txt members; no audio read or decoded) to find each reader's prefix length and the reader whose turn comes
-next; worker i of the resumed run then plays reader (next + i) mod workers, which continues the same cycle.
+Same world size. The DataLoader merges its workers' streams round-robin (worker 0, 1, …, skipping finished workers),
+so the first N batches of a rank are a prefix of every reader's stream. We replay that merge on metadata only —
+the split's durations table when the index has one (no shard opened), else tar headers and json/txt members — to
+find each reader's prefix length and the reader whose turn comes next; worker i of the resumed run then plays
+reader (next + i) mod workers, which continues the same cycle.
+
+Another world size. Replaying every old rank's merge the same way tells which samples (shard, ordinal) the old
+run had delivered in each epoch. The new run starts at the earliest epoch an old reader was still in and leaves
+those samples out of that epoch and of any later one some reader had reached: every utterance of the epoch is
+delivered once in total, none twice, none skipped. Checkpoints are taken between optimiser steps, whose batches
+are all counted, so no batch is in flight at a save; the replay trusts the metadata, so a shard that became
+unreadable since the save makes it approximate (its samples count as not delivered).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 
 from .sample import EpochEnd
 
@@ -19,17 +28,20 @@ class ResumePlan:
     roles: list[int]  # reader role of DataLoader worker i
     skip_items: list[int]  # items (planned batches and epoch markers) each role skips
     skipped_batches: Counter = field(default_factory=Counter)  # epoch -> batches skipped (the index offset)
+    epochs: list[int] = field(default_factory=list)  # per role, the epoch its next item belongs to
 
 
-def plan_resume(spec, epoch: int, skip_batches: int, infinite: bool) -> ResumePlan:
+def plan_resume(spec, epoch: int, skip_batches: int, infinite: bool, seen=None) -> ResumePlan:
+    """`seen(planned_batch)` is called for each skipped batch (to collect what was delivered)."""
     from .loader import make_handler, reader_items
 
     workers = spec.workers
     if skip_batches == 0:
-        return ResumePlan(list(range(workers)), [0] * workers)
+        return ResumePlan(list(range(workers)), [0] * workers, epochs=[epoch] * workers)
     streams = [reader_items(spec, r, epoch, infinite, handler=make_handler(spec, quiet=True), audio=False)
                for r in range(workers)]
     alive, consumed, skipped = [True] * workers, [0] * workers, Counter()
+    current = [epoch] * workers
     batches, turn = 0, 0
     while batches < skip_batches and any(alive):
         if alive[turn]:
@@ -38,9 +50,52 @@ def plan_resume(spec, epoch: int, skip_batches: int, infinite: bool) -> ResumePl
                 alive[turn] = False
             else:
                 consumed[turn] += 1
-                if not isinstance(item, EpochEnd):
+                if isinstance(item, EpochEnd):
+                    current[turn] = item.epoch + 1
+                else:
                     batches += 1
                     skipped[item.epoch] += 1
+                    current[turn] = item.epoch
+                    if seen is not None:
+                        seen(item)
         turn = (turn + 1) % workers
     roles = [(turn + i) % workers for i in range(workers)]
-    return ResumePlan(roles, consumed, skipped)
+    return ResumePlan(roles, consumed, skipped, current)
+
+
+def stream_state(spec) -> dict:
+    """What defines this rank's streams beyond the data settings: recorded with the positions in a checkpoint."""
+    return {"world": spec.world_size, "workers": spec.workers,
+            "exclude": {str(e): {k: sorted(v) for k, v in shards.items()} for e, shards in spec.exclude}}
+
+
+def continue_elsewhere(spec, state: dict, positions: list[dict], infinite: bool = True) -> tuple[int, dict, int]:
+    """(epoch to start at, exclusions {epoch: {shard: ordinals}}, samples already delivered) for a run under
+    spec.world_size continuing one of state["world"] ranks that had delivered positions[r]["batches"] batches
+    from positions[r]["epoch"] each."""
+    from .loader import _exclusions
+
+    old_exclude = {int(e): {k: set(v) for k, v in shards.items()} for e, shards in state.get("exclude", {}).items()}
+    delivered: dict[int, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    count = [0]
+
+    def seen(planned) -> None:
+        for s in planned.samples:
+            delivered[planned.epoch][s.shard].add(s.ordinal)
+            count[0] += 1
+
+    current = []
+    for r, pos in enumerate(positions):
+        old = replace(spec, rank=r, world_size=int(state["world"]), workers=int(state["workers"]),
+                      exclude=_exclusions(old_exclude))
+        current += plan_resume(old, int(pos["epoch"]), int(pos["batches"]), infinite, seen=seen).epochs
+    start = min(current) if current else 0
+    exclude: dict[int, dict[str, set]] = {}
+    for e in sorted(set(old_exclude) | set(delivered)):
+        if e < start:
+            continue
+        shards = {k: set(v) for k, v in old_exclude.get(e, {}).items()}
+        for k, v in delivered.get(e, {}).items():
+            shards.setdefault(k, set()).update(v)
+        exclude[e] = shards
+    return start, exclude, count[0]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-AUDIO_EXTENSIONS = ("opus", "wav", "flac")
+AUDIO_EXTENSIONS = ("opus", "wav", "flac", "mp3", "ogg")  # what soundfile (libsndfile ≥ 1.1) reads
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class TarGroup:
 
     key: str
     members: dict[str, bytes]
+    shard: str = ""  # the shard's path as the index spells it
+    ordinal: int = -1  # the KEY group's position in the shard: with `shard`, what identifies a sample in an epoch
 
 
 @dataclass
@@ -43,7 +45,10 @@ class Sample:
     duration: float  # seconds, from the json member: the batching decision is made before decoding
     text: str
     tokens: np.ndarray  # int64 (U,)
-    audio_bytes: bytes  # opus | wav | flac; soundfile tells them apart by their content
+    audio_bytes: bytes  # opus | wav | flac | …; soundfile tells them apart by their content
+    shard: str = ""
+    ordinal: int = -1
+    speed: float = 1.0  # speed perturbation factor (duration is already divided by it)
 
 
 @dataclass

@@ -9,16 +9,20 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
+from fastasr import sources
 from fastasr.audio_files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
 from fastasr.kernels import normalize_preemphasize
+from fastasr.text import TextConfig, TextRejected, normalize
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget
+from .durations import durations_table
 from .errors import SampleError
 from .sample import AUDIO_EXTENSIONS, Batch, PlannedBatch, Piece, Sample, TarGroup
 
@@ -37,45 +41,55 @@ def split_name(name: str) -> tuple[str, str]:
     return name[:dot], name[dot + 1 :]
 
 
-def read_groups(pieces: Iterable[Piece], *, root: Path, handler: Handler, audio: bool = True,
-                expected: dict[str, int] | None = None) -> Iterator[TarGroup]:
+def read_groups(pieces: Iterable[Piece], *, root: str, handler: Handler, audio: bool = True,
+                expected: dict[str, int] | None = None,
+                exclude: dict[str, frozenset[int]] | None = None) -> Iterator[TarGroup]:
     """Stream each piece's shard and yield the KEY groups of its part (members of a KEY are adjacent in the tar).
 
-    audio=False reads metadata only: audio members are skipped by seeking (their bytes become b"") — used to plan
-    batches without reading or decoding audio. `expected` (shard path → samples, from index.json) catches a shard
-    that ends early: tarfile stops silently at a damaged header in mid-file.
+    Shards open through fastasr.sources (local, pipe:, http(s), s3, gs, …) relative to `root`, the index's
+    directory or URL prefix. audio=False reads metadata only: audio members are skipped (by seeking where the
+    stream can seek) and their bytes become b"". `expected` (shard path → KEY groups, from index.json) catches a
+    shard that ends early: tarfile stops silently at a damaged header in mid-file. `exclude` (shard path → group
+    ordinals) leaves out samples already delivered in this epoch by a run with another world size.
     """
     for piece in pieces:
         try:
-            found = yield from _groups_of(piece, root, audio)
+            found = yield from _groups_of(piece, root, audio, (exclude or {}).get(piece.path, frozenset()))
             want = (expected or {}).get(piece.path)
             if want is not None and found < want:
                 raise SampleError("short_shard", f"{piece.path}: {found} of {want} samples readable")
         except (OSError, tarfile.TarError, EOFError, SampleError) as exc:  # unreadable or truncated shard
             reason = exc.reason if isinstance(exc, SampleError) else "bad_shard"
-            handler(SampleError(reason, f"{piece.path}: {exc}"), piece.path, "read_tar")
+            handler(SampleError(reason, f"{sources.describe(sources.join(root, piece.path))}: {exc}"), piece.path,
+                    "read_tar")
 
 
-def _groups_of(piece: Piece, root: Path, audio: bool):
-    """Yields the part's TarGroups; returns how many samples the shard held."""
+def _groups_of(piece: Piece, root: str, audio: bool, excluded: frozenset[int]):
+    """Yields the part's TarGroups; returns how many KEY groups the shard held."""
     ordinal, key, members = -1, None, {}
-    with tarfile.open(root / piece.path, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, ext = split_name(info.name)
-            if k != key:
-                if key is not None and ordinal % piece.parts == piece.part:
-                    yield TarGroup(key, members)
-                ordinal, key, members = ordinal + 1, k, {}
-            if ordinal % piece.parts != piece.part:
-                continue  # another reader's sample: its bytes are skipped by seeking
-            if not audio and ext in AUDIO_EXTENSIONS:
-                members[ext] = b""
-            else:
-                members[ext] = tar.extractfile(info).read()
-        if key is not None and ordinal % piece.parts == piece.part:
-            yield TarGroup(key, members)
+
+    def mine(i: int) -> bool:
+        return i % piece.parts == piece.part and i not in excluded
+
+    url = sources.join(root, piece.path)
+    with sources.open_input(url) as f:
+        with tarfile.open(fileobj=f, mode="r:" if f.seekable() else "r|") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                k, ext = split_name(info.name)
+                if k != key:
+                    if key is not None and mine(ordinal):
+                        yield TarGroup(key, members, piece.path, ordinal)
+                    ordinal, key, members = ordinal + 1, k, {}
+                if not mine(ordinal):
+                    continue  # another reader's sample: its bytes are skipped (by seeking, where possible)
+                if not audio and ext in AUDIO_EXTENSIONS:
+                    members[ext] = b""
+                else:
+                    members[ext] = tar.extractfile(info).read()
+            if key is not None and mine(ordinal):
+                yield TarGroup(key, members, piece.path, ordinal)
     return ordinal + 1
 
 
@@ -88,30 +102,111 @@ def map_samples(items: Iterable, fn: Callable, *, handler: Handler, stage: str) 
             handler(exc, getattr(item, "key", None), stage)
 
 
-def parse_sample(group: TarGroup, *, tokenizer) -> Sample:
-    """json (duration) + txt (normalised transcript → token ids) + the one audio member."""
+@dataclass(frozen=True)
+class SampleFormat:
+    """How a KEY group's members become a Sample. fastasr's own shards: the .txt is normalised already and the
+    .json holds the duration. Shards other tools wrote (indexed by `fastasr index`): the transcript is the .txt or a
+    .json field, normalised here with the index's rules, and the duration comes from the index's durations table."""
+
+    transcript: str = "txt"  # "txt" or "json:FIELD"
+    text: TextConfig | None = None  # normalise with these rules; None: already normalised
+    durations: str | None = None  # URL of the durations table (durations.py); None: the .json member's duration
+
+
+OWN_SHARDS = SampleFormat()
+
+
+def parse_sample(group: TarGroup, *, tokenizer, fmt: SampleFormat = OWN_SHARDS) -> Sample:
+    """Duration + transcript (→ token ids) + the one audio member."""
     formats = [ext for ext in AUDIO_EXTENSIONS if ext in group.members]
     if len(formats) != 1:
         raise SampleError("no_audio" if not formats else "many_audio", f"members {sorted(group.members)}")
-    if "json" not in group.members:
-        raise SampleError("no_json")
-    if "txt" not in group.members:
-        raise SampleError("no_txt")
-    try:
-        duration = float(json.loads(group.members["json"])["duration"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SampleError("bad_json", str(exc)) from None
+    meta = None
+    if "json" in group.members:
+        try:
+            meta = json.loads(group.members["json"])
+        except ValueError as exc:
+            raise SampleError("bad_json", str(exc)) from None
+    if fmt.durations is not None:
+        duration = durations_table(fmt.durations).get(group.shard, group.ordinal)
+        if duration is None:
+            raise SampleError("rejected_at_index", "listed in rejected.tsv by `fastasr index`")
+    else:
+        if meta is None:
+            raise SampleError("no_json")
+        try:
+            duration = float(meta["duration"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SampleError("bad_json", str(exc)) from None
     if not (duration > 0 and np.isfinite(duration)):
         raise SampleError("bad_json", f"duration {duration}")
+    text = _transcript(group, meta, fmt)
     try:
-        text = group.members["txt"].decode("utf-8").strip()
         tokens = np.asarray(tokenizer.encode(text), dtype=np.int64)
     except ValueError as exc:
         raise SampleError("bad_text", str(exc)) from None
     if tokens.size == 0:
         raise SampleError("bad_text", "empty transcript")
-    fmt = formats[0]
-    return Sample(group.key, duration, text, tokens, group.members[fmt])
+    fmt_ext = formats[0]
+    return Sample(group.key, duration, text, tokens, group.members[fmt_ext], group.shard, group.ordinal)
+
+
+def _transcript(group: TarGroup, meta: dict | None, fmt: SampleFormat) -> str:
+    if fmt.transcript == "txt":
+        if "txt" not in group.members:
+            raise SampleError("no_txt")
+        try:
+            raw = group.members["txt"].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SampleError("bad_text", str(exc)) from None
+    else:
+        field = fmt.transcript.partition(":")[2]
+        raw = meta.get(field) if isinstance(meta, dict) else None
+        if not isinstance(raw, str):
+            raise SampleError("no_text_field", f"no string field {field!r} in the json member")
+    if fmt.text is None:
+        return raw.strip()
+    try:
+        return normalize(raw, fmt.text)
+    except TextRejected as exc:
+        raise SampleError(exc.reason, exc.detail) from None
+
+
+def table_samples(pieces: Iterable[Piece], table, *, exclude: dict[str, frozenset[int]] | None = None
+                  ) -> Iterator[Sample]:
+    """The samples of `pieces` as planning sees them, from the durations table alone (no shard opened): the same
+    sequence read_groups + parse_sample give for intact shards, without text, tokens or audio. Unusable samples
+    (null) are left out, as the reader skips them."""
+    empty = np.zeros(0, dtype=np.int64)
+    for piece in pieces:
+        excluded = (exclude or {}).get(piece.path, frozenset())
+        values = table.shards.get(piece.path, [])
+        for ordinal in range(piece.part, len(values), piece.parts):
+            d = values[ordinal]
+            if d is not None and ordinal not in excluded:
+                yield Sample(f"{piece.path}#{ordinal}", float(d), "", empty, b"", piece.path, ordinal)
+
+
+def _mix(*values: int) -> int:
+    """splitmix64 over the values: a cheap, well-spread hash that is the same in every process and run."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h
+
+
+def perturb_speed(samples: Iterable[Sample], *, factors: tuple[float, ...], seed: int, epoch: int
+                  ) -> Iterator[Sample]:
+    """Speed perturbation (Kaldi / Lhotse style: resampled, so tempo and pitch change together): each sample gets
+    one of `factors`, drawn from (seed, epoch, shard, ordinal) — the same draw wherever and whenever the sample is
+    read, so resume plans agree — and its duration becomes duration / factor before bucketing sees it."""
+    for s in samples:
+        f = factors[_mix(seed, epoch, zlib.crc32(s.shard.encode()), s.ordinal) % len(factors)]
+        if f != 1.0:
+            s.speed, s.duration = f, s.duration / f
+        yield s
 
 
 def filter_duration(samples: Iterable[Sample], *, min_duration: float, max_duration: float | None,
@@ -183,7 +278,7 @@ def decode_audio(sample: Sample) -> np.ndarray:
         x, sr = sf.read(io.BytesIO(sample.audio_bytes), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile's errors carry no useful type
         raise SampleError("decode", str(exc)) from None
-    x = mono_16k(x, sr)
+    x = mono_16k(x, sr * sample.speed)  # read at speed × its rate, resampled to 16 kHz: 1/speed as long
     if x.size < 2:
         raise SampleError("too_short", f"{x.size} samples after decoding")
     try:
@@ -209,7 +304,7 @@ def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler) -> Iter
         if decoded:
             yield planned, decoded
         else:
-            handler(SampleError("empty_batch", f"all {len(planned.samples)} samples failed"), None, "decode")
+            handler(SampleError("empty_batch", "no sample of the planned batch could be used"), None, "decode")
 
 
 def pad_batch(item: tuple[PlannedBatch, list]) -> Batch:

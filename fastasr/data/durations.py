@@ -1,0 +1,53 @@
+"""Per-sample durations of a split, stored beside index.json (`durations-SPLIT.json`, named by the split's entry).
+
+`{"format": "fastasr-durations/1", "split": NAME, "shards": {SHARD_PATH: [seconds or null, …]}}`: one entry per KEY
+group in tar order, null for a sample that cannot be used (`fastasr index` names it in rejected.tsv). It lets the
+loader plan batches without opening a shard — resuming deep into an epoch reads no consumed shard — and gives the
+durations of shards other tools wrote, whose samples carry no `.json` duration. The values are the ones the
+`.json` members hold (for fastasr's own shards), so a plan made from the table and one made from the tars agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+from fastasr import sources
+
+FORMAT = "fastasr-durations/1"
+
+
+class DurationsTable:
+    def __init__(self, shards: dict[str, list]):
+        self.shards = shards
+
+    def get(self, shard: str, ordinal: int) -> float | None:
+        values = self.shards.get(shard)
+        if values is None or not 0 <= ordinal < len(values):
+            return None
+        return values[ordinal]
+
+
+@lru_cache(maxsize=4)
+def durations_table(url: str) -> DurationsTable:
+    """The table at `url`, read once per process (a loader worker reads it when its first sample needs it)."""
+    data = json.loads(sources.read_bytes(url))
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{url}: format {data.get('format')!r}, expected {FORMAT!r}")
+    return DurationsTable(data["shards"])
+
+
+def table_url(root: str, split_entry: dict) -> str | None:
+    """Where a split's durations table is, or None for an index written before the tables existed."""
+    name = split_entry.get("durations")
+    return sources.join(root, name) if name else None
+
+
+def write_table(path: str | os.PathLike, split: str, shards: dict[str, list]) -> None:
+    """Atomically (a reader never sees half a table)."""
+    from pathlib import Path
+
+    from fastasr.shard_index import atomic_write
+
+    atomic_write(Path(path), json.dumps({"format": FORMAT, "split": split, "shards": shards}, separators=(",", ":")))
