@@ -20,6 +20,7 @@ from fastasr.errors import UserError
 
 COMMANDS = {
     "shard": ("fastasr.commands.shard", "pack a corpus into WebDataset tar shards"),
+    "index": ("fastasr.commands.index", "an index.json for WebDataset shards that other tools wrote"),
     "stats": ("fastasr.commands.stats", "counts, hours, percentiles and plots of a shard directory"),
     "train": ("fastasr.commands.train", "train an RNN-T model (single process or under torchrun)"),
     "eval": ("fastasr.commands.eval", "WER / CER / accuracy of a checkpoint on a split"),

@@ -20,9 +20,13 @@ FORMAT = "fastasr-shards/1"
 PARTS_DIR = "parts"
 
 
-def open_index(path: str | os.PathLike, option: str = "--data", allow_file: bool = False) -> tuple[Path, dict]:
-    """(shard directory, its index.json) for a path a user gave as `option`; UserError naming it when it is not
-    one (`allow_file`: the index.json itself will do)."""
+def open_index(path: str | os.PathLike, option: str = "--data", allow_file: bool = False) -> tuple[Path | str, dict]:
+    """(shard directory or URL prefix, its index.json) for a path or URL a user gave as `option`; UserError naming it
+    when it is not one (`allow_file`: the index.json itself will do)."""
+    from fastasr import sources
+
+    if sources.is_remote(str(path)):
+        return _open_remote_index(str(path), option)
     path = Path(path)
     index_path = path / "index.json" if path.is_dir() or not allow_file else path
     if not index_path.is_file():
@@ -30,16 +34,42 @@ def open_index(path: str | os.PathLike, option: str = "--data", allow_file: bool
         if path.is_file() and not allow_file:
             what = "is a file"
         raise UserError(f"{option} {path} {what} (it should be a shard directory made by `fastasr shard`, with "
-                        f"index.json)")
+                        f"index.json, or a URL prefix holding one)")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
         raise UserError(f"{option} {path}: {index_path} cannot be read as JSON ({err})") from None
+    _check_format(index, f"{option} {path}: {index_path}")
+    return index_path.parent, index
+
+
+def _open_remote_index(url: str, option: str) -> tuple[str, dict]:
+    from fastasr import sources
+
+    if sources.is_pipe(url):
+        raise UserError(f"{option} {url}: a pipe: source is a shard, not a shard directory; give the directory or URL "
+                        "prefix holding index.json (its shard paths may be pipe: commands)")
+    root = url[: -len("/index.json")] if url.endswith("/index.json") else url.rstrip("/")
+    index_url = sources.join(root, "index.json")
+    try:
+        data = sources.read_bytes(index_url)
+    except FileNotFoundError:
+        raise UserError(f"{option} {url}: {index_url} does not exist (it should hold the index.json of a shard "
+                        "directory)") from None
+    except OSError as err:
+        raise UserError(f"{option} {url}: {index_url} cannot be read ({err})") from None
+    try:
+        index = json.loads(data)
+    except ValueError as err:
+        raise UserError(f"{option} {url}: {index_url} cannot be read as JSON ({err})") from None
+    _check_format(index, f"{option} {url}: {index_url}")
+    return root, index
+
+
+def _check_format(index, where: str) -> None:
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         got = index.get("format") if isinstance(index, dict) else None
-        raise UserError(f"{option} {path}: {index_path} is not a fastasr shard index (format {got!r}, expected "
-                        f"{FORMAT!r})")
-    return index_path.parent, index
+        raise UserError(f"{where} is not a fastasr shard index (format {got!r}, expected {FORMAT!r})")
 
 
 def atomic_write(path: Path, data: str) -> None:
@@ -103,16 +133,25 @@ def build_index(
     return index
 
 
+DURATIONS_FORMAT = "fastasr-durations/1"
+
+
 def durations_name(split: str) -> str:
     return f"durations-{split}.json"
 
 
-def write_durations(out: Path, index: dict, durations: dict[str, list]) -> None:
-    """The durations tables (fastasr/data/durations.py) the index names, written before the index itself."""
-    from fastasr.data.durations import write_table
+def write_durations_table(path: Path, split: str, shards: dict[str, list]) -> None:
+    """`{"format", "split", "shards": {path: [seconds or null per KEY group, tar order]}}` (fastasr/data/durations.py
+    reads it), atomically: a reader never sees half a table."""
+    atomic_write(path, json.dumps({"format": DURATIONS_FORMAT, "split": split, "shards": shards},
+                                  separators=(",", ":")))
 
+
+def write_durations(out: Path, index: dict, durations: dict[str, list]) -> None:
+    """The durations tables the index names, written before the index itself."""
     for split, entry in index["splits"].items():
-        write_table(out / entry["durations"], split, {s["path"]: durations[s["path"]] for s in entry["shards"]})
+        write_durations_table(out / entry["durations"], split,
+                              {s["path"]: durations[s["path"]] for s in entry["shards"]})
 
 
 def _meta_durations(out: Path, shard_path: str) -> list:

@@ -1,7 +1,8 @@
 """Statistics of a shard directory: counts, hours, duration and speaking-rate percentiles, rejects, plots.
 
-Everything comes from index.json and the shards' `.json`/`.txt` members; audio members are skipped over unread (no
-decode), so stats over a whole corpus cost about as much as reading the tar headers.
+Everything comes from index.json, the durations tables and the shards' `.json`/`.txt` members; audio members are
+skipped over unread (no decode), so stats over a whole corpus cost about as much as reading the tar headers. The
+shards may be remote (fastasr.sources) or another tool's (indexed by `fastasr index`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fastasr import sources
 from fastasr.row_check import chars_per_second
 from fastasr.shard_index import open_index
+from fastasr.text import TextConfig, normalize
+from fastasr.wds_scan import raw_transcript, split_name
 from fastasr.split import SPLITS
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -28,38 +32,68 @@ class SplitStats:
     groups: set[str] = field(default_factory=set)  # `--group-by` groups of the samples (their KEY.json "group")
 
 
-def load_index(path: str | Path) -> tuple[Path, dict]:
+def load_index(path: str | Path) -> tuple[Path | str, dict]:
     return open_index(path, "PATH", allow_file=True)
 
 
-def iter_shard_records(tar_path: Path):
-    """(key, info dict, text) per sample of one shard, reading only the small members."""
-    pending: dict[str, dict] = {}
-    with tarfile.open(tar_path, "r:") as tar:
+def iter_shard_records(url: str, durations: list | None = None, origin: dict | None = None,
+                       text: TextConfig | None = None):
+    """(key, duration, text, group) per usable sample of one shard, reading only the small members (through
+    fastasr.sources: local, pipe:, URLs). Durations come from the split's durations table when there is one
+    (`durations`: this shard's list, tar order), else from KEY.json; shards other tools wrote (`origin`, from
+    `fastasr index`) give their transcript by its rule, normalised with `text`; their unusable samples (null in
+    the table) are left out, as the loader leaves them out."""
+    rule = (origin or {}).get("transcript", "txt")
+    with sources.open_input(url) as f, tarfile.open(fileobj=f, mode="r:" if f.seekable() else "r|") as tar:
+        ordinal, key, members = -1, None, {}
         for member in tar:
-            # WebDataset's rule: the extension starts at the first dot of the last path component
-            ext = member.name.rpartition("/")[2].partition(".")[2]
-            key = member.name[: -len(ext) - 1]
-            if ext not in ("json", "txt"):
-                continue  # tarfile seeks over the audio bytes without reading them
-            data = tar.extractfile(member).read().decode("utf-8")
-            slot = pending.setdefault(key, {})
-            slot[ext] = json.loads(data) if ext == "json" else data
-            if len(slot) == 2:
-                del pending[key]
-                yield key, slot["json"], slot["txt"]
+            if not member.isfile():
+                continue
+            k, ext = split_name(member.name)
+            if k != key:
+                if key is not None:
+                    yield from _record(key, ordinal, members, durations, origin, rule, text)
+                ordinal, key, members = ordinal + 1, k, {}
+            if ext in ("json", "txt"):
+                members[ext] = tar.extractfile(member).read()  # audio bytes are skipped, by seeking where possible
+        if key is not None:
+            yield from _record(key, ordinal, members, durations, origin, rule, text)
 
 
-def collect(root: Path, index: dict) -> dict[str, SplitStats]:
+def _record(key, ordinal, members, durations, origin, rule, text):
+    duration = None
+    if durations is not None:
+        duration = durations[ordinal] if ordinal < len(durations) else None
+        if duration is None:
+            return
+    info = json.loads(members["json"]) if "json" in members else {}
+    if duration is None:
+        duration = info["duration"]
+    if origin is None:
+        transcript = members["txt"].decode("utf-8")
+    else:
+        transcript = normalize(raw_transcript(members, rule), text)
+    yield key, float(duration), transcript, info.get("group") if isinstance(info, dict) else None
+
+
+def collect(root, index: dict) -> dict[str, SplitStats]:
     out = {}
-    for split in SPLITS:
+    origin = index.get("origin")
+    text = TextConfig.from_dict(index["text"]) if origin is not None else None
+    for split in [s for s in SPLITS if s in index["splits"]]:  # an index of foreign shards may lack a split
         st = SplitStats()
-        for shard in index["splits"].get(split, {}).get("shards", []):
-            for key, info, text in iter_shard_records(root / shard["path"]):
-                st.durations.append(info["duration"])
-                st.words.append(len(text.split()))
-                st.cps.append(chars_per_second(text, info["duration"]))
-                st.groups.add(info["group"] if "group" in info else "\0" + key)
+        entry = index["splits"][split]
+        table = None
+        if entry.get("durations"):
+            table = json.loads(sources.read_bytes(sources.join(str(root), entry["durations"])))["shards"]
+        for shard in entry.get("shards", []):
+            values = table.get(shard["path"]) if table is not None else None
+            for key, duration, transcript, group in iter_shard_records(sources.join(str(root), shard["path"]), values,
+                                                                       origin, text):
+                st.durations.append(duration)
+                st.words.append(len(transcript.split()))
+                st.cps.append(chars_per_second(transcript, duration))
+                st.groups.add(group if group is not None else "\0" + key)
         out[split] = st
     return out
 
@@ -87,7 +121,7 @@ def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
         everything.cps += st.cps
         everything.groups |= st.groups
     return {
-        "splits": {split: {**block(st), "rejected": index["splits"][split].get("rejected", {})}
+        "splits": {split: {**block(st), "rejected": index["splits"].get(split, {}).get("rejected", {})}
                    for split, st in per_split.items()},
         "all": block(everything),
         "input_rows": index["totals"]["input_rows"],

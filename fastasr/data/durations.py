@@ -10,12 +10,10 @@ durations of shards other tools wrote, whose samples carry no `.json` duration. 
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 
 from fastasr import sources
-
-FORMAT = "fastasr-durations/1"
+from fastasr.shard_index import DURATIONS_FORMAT as FORMAT  # written there (torch-free: `fastasr shard`, `index`)
 
 
 class DurationsTable:
@@ -42,12 +40,3 @@ def table_url(root: str, split_entry: dict) -> str | None:
     """Where a split's durations table is, or None for an index written before the tables existed."""
     name = split_entry.get("durations")
     return sources.join(root, name) if name else None
-
-
-def write_table(path: str | os.PathLike, split: str, shards: dict[str, list]) -> None:
-    """Atomically (a reader never sees half a table)."""
-    from pathlib import Path
-
-    from fastasr.shard_index import atomic_write
-
-    atomic_write(Path(path), json.dumps({"format": FORMAT, "split": split, "shards": shards}, separators=(",", ":")))

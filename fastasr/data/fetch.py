@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .errors import SampleError
+from .errors import SampleError, SkipAndCount
 from .sample import Piece, PlannedBatch, Sample
 from .stages import parse_sample, read_groups
 
@@ -32,6 +32,9 @@ class SampleFetcher:
         unwanted = {p.path: frozenset(o for o in range(len(table.shards.get(p.path, []))) if o not in wanted[p.path])
                     for p in pieces}
         todo = [p for p in pieces if wanted[p.path]]
+        rejected = sum(1 for p in pieces for v in table.shards.get(p.path, [])[p.part::p.parts] if v is None)
+        if rejected and isinstance(handler, SkipAndCount):  # named in rejected.tsv already: counted, not re-logged
+            handler.counts["rejected_at_index"] += rejected
         expected = dict(zip(spec.shards, spec.shard_samples))
         self.groups = read_groups(todo, root=spec.root, handler=handler, expected=expected, exclude=unwanted)
         self.read: dict[tuple[str, int], Sample | tuple[BaseException, str]] = {}
