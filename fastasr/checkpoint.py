@@ -1,10 +1,13 @@
 """Checkpoints: written atomically (temp file + rename), carrying everything a resumed run or a decoder needs.
 
-Contents: `config` (Config.to_dict()), `alphabet` (the tokenizer), `model`, `optimizer`, `step`, `progress`
+Contents: `config` (Config.to_dict()), `tokenizer` (fastasr.tokenizer's to_dict; char runs also keep `alphabet`,
+which is all older checkpoints have: `tokenizer_of` reads both), `model`, `optimizer`, `step`, `progress`
 (elapsed training seconds, skipped steps), `data` (one {epoch, batches} per rank), `rng` (one set per rank).
 
 A run directory holds `last.pt` (what --resume reads) and the last `train.keep` step checkpoints
 `step-XXXXXXX.pt`, the inputs of `average` (icefall's --avg: the parameter-wise mean of the last N).
+With train.ema_decay a checkpoint also carries `ema` (the moving average, in the model's state-dict layout, with
+`progress.ema_updates`), and `ema.pt` beside last.pt is that average as a checkpoint to evaluate, written with it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from fastasr.config import Config
 from fastasr.errors import UserError
 from fastasr.model import Transducer
-from fastasr.text import Tokenizer
+from fastasr.tokenizer import AnyTokenizer, tokenizer_of
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
@@ -75,19 +78,30 @@ def step_checkpoints(run: str | os.PathLike) -> list[Path]:
 
 def save_step(obj: dict, run: str | os.PathLike, *, keep: int) -> None:
     """Write `obj` as last.pt, and with keep >= 1 as step-XXXXXXX.pt too, pruning to the newest `keep` of those only
-    once the new ones are complete."""
+    once the new ones are complete; when it carries `ema`, then ema.pt (each file atomic on its own)."""
     if keep < 1:
         save_atomic(obj, Path(run) / "last.pt")
-        return
-    path = step_path(run, obj["step"])
-    save_atomic(obj, path)
-    link_atomic(path, Path(run) / "last.pt")
-    for old in step_checkpoints(run)[:-keep]:
-        old.unlink(missing_ok=True)
+    else:
+        path = step_path(run, obj["step"])
+        save_atomic(obj, path)
+        link_atomic(path, Path(run) / "last.pt")
+        for old in step_checkpoints(run)[:-keep]:
+            old.unlink(missing_ok=True)
+    if "ema" in obj:
+        save_atomic(ema_checkpoint(obj), Path(run) / "ema.pt")
 
 
 # What only --resume needs; an averaged checkpoint carries the rest of the newest one (config, tokenizer, step).
-RESUME_ONLY = ("optimizer", "progress", "data", "rng", "rank_weight_digests")
+RESUME_ONLY = ("optimizer", "progress", "data", "rng", "rank_weight_digests", "ema")
+
+
+def ema_checkpoint(obj: dict) -> dict:
+    """A step checkpoint's EMA as the checkpoint eval, transcribe, export and --init-from read: its config, tokenizer
+    and step, `model` the average. Without the resume state: ema.pt is for using the average, --resume reads last.pt
+    (which carries the average too)."""
+    out = {k: v for k, v in obj.items() if k not in RESUME_ONLY}
+    return {**out, "model": obj["ema"], "ema_of": {"step": obj["step"], "updates": obj["progress"]["ema_updates"],
+                                                   "decay": obj["config"]["train"]["ema_decay"]}}
 
 
 def average(run: str | os.PathLike, last: int) -> dict:
@@ -103,9 +117,14 @@ def average(run: str | os.PathLike, last: int) -> dict:
                         f"train.keep of them)")
     paths = paths[-last:]
     newest = load(paths[-1])
+    tokenizer = tokenizer_of(newest, paths[-1])
     sums = {k: v.to(torch.float64, copy=True) if v.is_floating_point() else v for k, v in newest["model"].items()}
     for path in paths[:-1]:
-        model = load(path)["model"]
+        ckpt = load(path)
+        if tokenizer_of(ckpt, path).identity() != tokenizer.identity():
+            raise UserError(f"{path}: its tokenizer, {tokenizer_of(ckpt, path).describe()}, differs from "
+                            f"{paths[-1].name}'s, {tokenizer.describe()}, so they cannot be averaged")
+        model = ckpt["model"]
         if model.keys() != sums.keys() or any(model[k].shape != sums[k].shape for k in sums):
             raise UserError(f"{path}: its parameters differ from {paths[-1].name}'s, so they cannot be averaged")
         for k, v in model.items():
@@ -144,10 +163,11 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Transducer, Tokenizer, Config]:
+def load_model(path: str | os.PathLike,
+               device: str | torch.device = "cpu") -> tuple[Transducer, AnyTokenizer, Config]:
     """A checkpoint's model in eval mode on `device`, with its tokenizer and config."""
     ckpt = load(path)
     config = Config.from_dict(ckpt["config"])
     model = Transducer(config.model)
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), Tokenizer(ckpt["alphabet"]), config
+    return model.to(device).eval(), tokenizer_of(ckpt, path), config

@@ -56,6 +56,7 @@ class DataConfig:
     time_width: float = 0.05
     val_utterances: int = 200  # the fixed validation subset (first N of val, in index order)
     val_batch_seconds: float = 120.0
+    speed_perturb: str = ""  # e.g. "0.9,1.0,1.1": one factor drawn per utterance and epoch (train only); "": off
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,16 @@ class TrainConfig:
     val_every: int = 200
     ckpt_every: int = 200
     keep: int = 5  # step checkpoints RUN/step-XXXXXXX.pt kept beside last.pt (for `fastasr average`); 0: last.pt only
+    # An exponential moving average of the weights, written as RUN/ema.pt beside last.pt (decay warmed up as
+    # min(ema_decay, (1 + n) / (10 + n)) over the n kept steps; see train_step.EMA); 0: off.
+    ema_decay: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     progress: bool = True
+    # Under torchrun: how long a collective waits for a peer before the job fails instead of hanging; longer than
+    # rank 0's longest validation or checkpoint save, which the other ranks wait out in their next collective.
+    dist_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,22 @@ def apply_overrides(config: Config, overrides: dict[str, dict] | list[str]) -> C
     return config
 
 
+def speed_factors(text: str) -> tuple[float, ...]:
+    """data.speed_perturb ("0.9,1.0,1.1") as factors; () when off. ValueError when malformed."""
+    factors = tuple(float(f) for f in text.replace(" ", "").split(",") if f)
+    if any(not 0.5 <= f <= 2.0 for f in factors):
+        raise ValueError(f"factors must lie in [0.5, 2], got {factors}")
+    return factors
+
+
+def _speed_list(text: str) -> bool:
+    try:
+        speed_factors(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _positive(v) -> bool:
     return v > 0
 
@@ -212,12 +235,15 @@ RULES = {
     "data.val_batch_seconds": (_positive, "> 0"),
     **{f"data.{k}": (_non_negative, ">= 0") for k in ("num_workers", "freq_masks", "freq_width", "time_masks",
                                                        "time_width", "val_utterances")},
+    "data.speed_perturb": (_speed_list, "comma-separated factors in [0.5, 2], like 0.9,1.0,1.1 (empty: off)"),
     "train.max_steps": (_non_negative, ">= 0 (0: no step limit)"),
     "train.max_minutes": (_non_negative, ">= 0 (0: no time limit)"),
     **{f"train.{k}": (_positive, ">= 1") for k in ("log_every", "val_every", "ckpt_every")},
     "train.device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
     "train.threads": (_non_negative, ">= 0 (0: torch's default)"),
     "train.keep": (_non_negative, ">= 0 (0: last.pt only)"),
+    "train.ema_decay": (_fraction, "0 <= d < 1 (0: no EMA of the weights; e.g. 0.999)"),
+    "train.dist_timeout_s": (_positive, "> 0 (seconds a collective waits for a peer)"),
 }
 
 

@@ -18,7 +18,7 @@ import torch
 from fastasr.checkpoint import load_model
 from fastasr.decode import decode
 from fastasr.model import Transducer
-from fastasr.text import Tokenizer
+from fastasr.tokenizer import AnyTokenizer
 
 _SPACES = re.compile(r"\s+")
 
@@ -73,7 +73,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def transcribe_loader(model: Transducer, tokenizer: Tokenizer, frontend, batches, device, *, beam: int = 1,
+def transcribe_loader(model: Transducer, tokenizer: AnyTokenizer, frontend, batches, device, *, beam: int = 1,
                       limit: int | None = None):
     """(key, reference, hypothesis) for every utterance of `batches` (an iterable of Batch)."""
     was_training = model.training
@@ -111,12 +111,14 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     dev = pick_device(device)
     model, tokenizer, config = load_model(checkpoint, dev)
     frontend = log_mel(config.model).to(dev)
+    # The loader's tokens go unused (references are the texts), so it keeps the data's own character tokens: an
+    # utterance the model's tokenizer could not encode is still scored, not skipped.
     loader = build_loader(data, split, max_batch_seconds=max_batch_seconds, num_workers=num_workers,
                           shuffle=False, infinite=False, rank=0, world_size=1)
     rows = list(transcribe_loader(model, tokenizer, frontend, loader, dev, beam=beam, limit=limit))
     rows.sort()
     metrics = score([r for _, r, _ in rows], [h for _, _, h in rows])
-    metrics.update(split=split, beam=beam, checkpoint=str(checkpoint))
+    metrics.update(split=split, beam=beam, checkpoint=str(checkpoint), tokenizer=tokenizer.describe())
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

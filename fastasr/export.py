@@ -39,6 +39,7 @@ from fastasr.mel import MelSettings
 from fastasr.model import Transducer, count_parameters, log_mel
 from fastasr.runtime.model_dir import (DYNAMIC_AXES, GRAPHS, IO, MODEL_JSON, TOKENIZER_JSON, graph_file, model_json,
                                        tokenizer_json)
+from fastasr.tokenizer import MODEL_FILE, tokenizer_of
 
 OPSET = 17
 QUANTIZE = ("int8",)
@@ -160,8 +161,6 @@ def _load(checkpoint: Path) -> tuple[Transducer, dict]:
         model.load_state_dict(ckpt["model"])
     except Exception as exc:  # torch.load's and load_state_dict's errors name no single type
         raise UserError(f"{checkpoint}: not a fastasr checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt.get("alphabet"), str):
-        raise UserError(f"{checkpoint}: holds no character alphabet; only character tokenizers can be exported")
     return model.eval(), ckpt
 
 
@@ -178,6 +177,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
     _prepare_out(out)
     versions = _onnx_versions()
     model, ckpt = _load(checkpoint)
+    tokenizer = tokenizer_of(ckpt, checkpoint)
     c = model.config
     fe = log_mel(c)
     mel = MelSettings(sample_rate=fe.sample_rate, n_fft=fe.n_fft, win_length=fe.win_length,
@@ -196,7 +196,9 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
                           pred_layers=c.pred_layers, pred_hidden=c.pred_hidden, vocab_size=c.vocab_size,
                           max_symbols=MAX_SYMBOLS, precisions=list(check), opset=OPSET, source=source,
                           check={p: {g: float(f"{d:.3g}") for g, d in v.items()} for p, v in check.items()})
-        _write_json(tmp / TOKENIZER_JSON, tokenizer_json(ckpt["alphabet"]))
+        _write_json(tmp / TOKENIZER_JSON, tokenizer_json(tokenizer))
+        if tokenizer.kind == "sentencepiece":  # for other runtimes (sherpa-onnx and the like); ours reads the json
+            (tmp / MODEL_FILE).write_bytes(tokenizer.model)
         _write_json(tmp / MODEL_JSON, meta)
         if out.exists():
             shutil.rmtree(out)

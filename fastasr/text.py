@@ -1,4 +1,4 @@
-"""Transcript normalisation and the character tokenizer.
+"""Transcript normalisation (and, by its old name, the character tokenizer of fastasr.tokenizer).
 
 Open STT transcripts are lowercase Cyrillic with spaces; numbers are spelled out and hyphenated words are joined.
 `normalize` brings any transcript to that form or raises `TextRejected` naming why it cannot.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
-from typing import Iterable
+
+from fastasr.tokenizer import CharTokenizer
 
 RUSSIAN_LETTERS = "абвгдежзийклмнопрстуфхцчшщъыьэюя"
 YO = "ё"
@@ -50,6 +51,7 @@ class TextConfig:
 
 
 DEFAULT_TEXT = TextConfig()
+Tokenizer = CharTokenizer  # the character tokenizer by its old name (it lives in fastasr.tokenizer)
 
 
 class TextRejected(ValueError):
@@ -91,33 +93,3 @@ def normalize(raw: str, config: TextConfig = DEFAULT_TEXT) -> str:
             raise TextRejected("latin", "".join(bad))
         raise TextRejected("out_of_alphabet", "".join(bad))
     return text
-
-
-class Tokenizer:
-    """Characters of the alphabet → ids 1..N; id 0 is the RNN-T blank."""
-
-    blank = 0
-
-    def __init__(self, alphabet: str):
-        if len(set(alphabet)) != len(alphabet):
-            raise ValueError(f"alphabet has repeated characters: {alphabet!r}")
-        self.alphabet = alphabet
-        self._ids = {ch: i + 1 for i, ch in enumerate(alphabet)}
-
-    @classmethod
-    def from_index(cls, index: dict) -> "Tokenizer":
-        """The tokenizer of a shard directory's index.json (its `text.alphabet`)."""
-        return cls(index["text"]["alphabet"])
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.alphabet) + 1
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self._ids[ch] for ch in text]
-        except KeyError as err:
-            raise ValueError(f"character {err.args[0]!r} is not in the alphabet {self.alphabet!r}") from None
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.alphabet[i - 1] for i in ids if 0 < i <= len(self.alphabet))

@@ -19,9 +19,12 @@ import logging
 import math
 import os
 import random
+import socket
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +33,18 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from fastasr import checkpoint as ckpt_io
-from fastasr.config import Config, OptimConfig
+from fastasr import tokenizer as tokenizers
+from fastasr.config import Config, OptimConfig, speed_factors
+from fastasr.errors import UserError
 from fastasr.evaluate import score, transcribe_loader
 from fastasr.model import Transducer, count_parameters, log_mel
-from fastasr.text import Tokenizer
+from fastasr.tokenizer import AnyTokenizer, make_tokenizer, tokenizer_of
 from fastasr.train_logs import Logs, plot_losses
-from fastasr.train_step import Clock, StepParts, Window, load_optimizer_state, make_optimizer, train_step
+from fastasr.train_step import EMA, Clock, StepParts, Window, load_optimizer_state, make_optimizer, train_step
 from fastasr.warm_start import check_resume, init_weights
 
 log = logging.getLogger("fastasr.train")
+TOKENIZER_WAIT_S = 4 * 3600  # how long ranks wait for rank 0 to train a SentencePiece model
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,13 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(device_pref: str = "auto") -> Dist:
-    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK when present; a single process otherwise."""
+def setup_distributed(device_pref: str = "auto", timeout_s: float = 600.0) -> Dist:
+    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK when present; a single process otherwise.
+
+    Under torchrun a collective waits at most `timeout_s` for its peers, then fails and ends this rank (gloo raises;
+    NCCL's watchdog ends the process), so a dead rank ends the job instead of hanging it; an exception that ends a
+    rank is logged with the rank's name first.
+    """
     use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -64,8 +75,52 @@ def setup_distributed(device_pref: str = "auto") -> Dist:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        _log_exit_with_rank(rank, world, local_rank)
+        if use_cuda and not {"TORCH_NCCL_ASYNC_ERROR_HANDLING", "NCCL_ASYNC_ERROR_HANDLING"} & set(os.environ):
+            # A timed-out NCCL collective ends the process without ncclCommAbort (which can itself hang on a dead
+            # peer): torch's default since 2.2, stated so that the behaviour does not depend on the build.
+            os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "3"
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return Dist(rank, world, local_rank, device)
+
+
+def _log_exit_with_rank(rank: int, world: int, local_rank: int) -> None:
+    """An exception that ends this process is logged naming the rank, its node and the world size, so that in N
+    nodes' logs the first failure (the cause) and the peers' failed collectives that follow it can be told apart.
+    Installed before init_process_group: a failing rendezvous is named too, and torch's own hook (which prefixes
+    `[rankN]:` to each line once the group is up) wraps this one."""
+    previous = sys.excepthook
+    where = f"rank {rank}/{world} (local rank {local_rank} on {socket.gethostname()})"
+
+    def hook(kind, value, tb):
+        if issubclass(kind, Exception):
+            log.error(f"{where} failed: {kind.__name__}: {value}", exc_info=(kind, value, tb))
+            for handler in logging.getLogger("fastasr").handlers:
+                handler.flush()
+        else:  # KeyboardInterrupt, SystemExit: the usual report
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _resumed_stream(saved: dict, d: Dist, num_workers: int, path) -> dict:
+    """build_loader arguments that continue a checkpoint's data stream on this rank: its own position under the
+    same world size and workers, else the epoch's undelivered rest shared among this run's ranks (resume.py)."""
+    positions, state = saved["data"], saved.get("stream")
+    same = len(positions) == d.world and (state is None or state["workers"] == max(1, num_workers))
+    if same:
+        mine = positions[d.rank]
+        exclude = {int(e): v for e, v in state.get("exclude", {}).items()} if state else {}
+        return {"epoch": mine["epoch"], "skip_batches": mine["batches"], **({"exclude": exclude} if exclude else {})}
+    if state is None:
+        raise UserError(f"--resume: {path} was written by {len(positions)} ranks (this run has {d.world}) before "
+                        "checkpoints recorded their data streams; resume it with the same world size and "
+                        "data.num_workers")
+    if d.is_main:
+        log.warning(f"--resume: {path} was written by {len(positions)} ranks × {state['workers']} workers, this run "
+                    f"has {d.world} × {max(1, num_workers)}: the epoch goes on with the utterances not delivered yet, "
+                    "and each rank's random streams are derived anew from the seed, its rank and the step")
+    return {"continue_from": (state, positions)}
 
 
 def lr_at(step: int, progress: float, optim: OptimConfig) -> float:
@@ -96,7 +151,30 @@ def _gather(obj, d: Dist) -> list:
     return out
 
 
-def validate(model: Transducer, tokenizer: Tokenizer, frontend, val_batches: list, device) -> dict:
+def run_tokenizer(spec: str | None, data, run: Path, saved: dict | None, seed: int, d: Dist) -> AnyTokenizer:
+    """A resumed run's own tokenizer, or the one `spec` asks for, made by rank 0 alone (a SentencePiece model is
+    trained on the train transcripts) and handed to the other ranks; a mistake rank 0 finds stops every rank."""
+    # Reading the transcripts and training can outlast train.dist_timeout_s (a remote corpus): the other ranks wait
+    # in a CPU group of its own with a long timeout, made before the wait (torchrun ends them if rank 0 fails).
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=TOKENIZER_WAIT_S)) if d.world > 1 else None
+    made = None
+    if d.is_main:
+        try:
+            made = (tokenizer_of(saved) if saved is not None
+                    else make_tokenizer(spec or "char", data, run, seed=seed)).to_dict()
+        except UserError as err:
+            made = {"error": str(err)}
+    if group is not None:
+        box = [made]
+        dist.broadcast_object_list(box, src=0, group=group)
+        dist.destroy_process_group(group)
+        made = box[0]
+    if "error" in made:
+        raise UserError(made["error"])
+    return tokenizers.from_dict(made)
+
+
+def validate(model: Transducer, tokenizer: AnyTokenizer, frontend, val_batches: list, device) -> dict:
     model.eval()
     losses, weights = [], []
     with torch.no_grad():
@@ -112,13 +190,13 @@ def validate(model: Transducer, tokenizer: Tokenizer, frontend, val_batches: lis
             "example": rows[0][2] if rows else ""}
 
 
-def load_val_subset(data, config: Config) -> list:
+def load_val_subset(data, config: Config, tokenizer=None) -> list:
     """The first `val_utterances` of val in index order: the same fixed subset at every validation."""
     from fastasr.data import build_loader
 
     batches, n = [], 0
     loader = build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
-                          shuffle=False, infinite=False, rank=0, world_size=1)
+                          tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1)
     for batch in loader:
         batches.append(batch)
         n += len(batch.keys)
@@ -128,29 +206,33 @@ def load_val_subset(data, config: Config) -> list:
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, resume: bool = False,
-          init_from: str | os.PathLike | None = None, batch_hook=None) -> dict:
+          init_from: str | os.PathLike | None = None, batch_hook=None, tokenizer: str | None = None) -> dict:
     """Train on `data` (a shard directory), writing logs and checkpoints to `run`; returns the summary dict.
 
     resume: continue from run/last.pt when it exists; a model / optim / data setting of `config` that differs from
     the run's is a UserError. init_from: a checkpoint whose weights (only) start a run that does not resume.
     batch_hook(step, batch) -> batch lets tests inject faults (e.g. a non-finite batch) at a given step.
+    tokenizer: the --tokenizer spec (fastasr.tokenizer; None: char, or on --resume the run's, which it must match).
     """
     from fastasr.data import build_loader
     from fastasr.features import SpecAugment
 
-    data, run = Path(data), Path(run)
-    index = json.loads((data / "index.json").read_text())
-    tokenizer = Tokenizer.from_index(index)
-    config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
+    data, run = str(data), Path(run)  # data: a directory or a URL prefix (fastasr.sources)
+    spec = tokenizer
     saved = None
     if resume and (run / "last.pt").exists():
         saved = ckpt_io.load(run / "last.pt")
+        tokenizers.check_resume(spec, tokenizer_of(saved, run / "last.pt"), run / "last.pt")
+    d = setup_distributed(config.train.device, config.train.dist_timeout_s)
+    tokenizer = run_tokenizer(spec, data, run, saved, config.train.seed, d)
+    config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
+    if saved is not None:
         # Model, optimiser and data settings are the run's; stopping, logging and checkpoints this invocation's.
         check_resume(Config.from_dict(saved["config"]), config, run / "last.pt")
-    d = setup_distributed(config.train.device)
     if d.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")  # the resolved settings
+        settings = {**config.to_dict(), "tokenizer": tokenizers.record(tokenizer, spec)}  # a record, not a setting
+        (run / "config.json").write_text(json.dumps(settings, indent=2) + "\n")  # the resolved settings
     if config.train.threads and d.device.type == "cpu":
         torch.set_num_threads(config.train.threads)
     seed = config.train.seed + d.rank
@@ -162,32 +244,41 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     c = config.data
     augment = SpecAugment(freq_masks=c.freq_masks, freq_width=c.freq_width, time_masks=c.time_masks,
                           time_width=c.time_width).to(d.device)
-    step, elapsed, skipped, epoch, consumed = 0, 0.0, 0, 0, 0
+    step, elapsed, skipped, epoch, consumed, resumed = 0, 0.0, 0, 0, 0, {}
     if saved is not None:
         model.load_state_dict(saved["model"])
         load_optimizer_state(optimizer, saved["optimizer"])
-        if len(saved["data"]) != d.world:
-            raise ValueError(f"{run / 'last.pt'} was written by {len(saved['data'])} ranks and this run has {d.world}: "
-                             "the data positions and random streams are per rank, so resume with the same world size")
         step, elapsed, skipped = saved["step"], saved["progress"]["elapsed_s"], saved["progress"]["skipped_steps"]
-        epoch, consumed = saved["data"][d.rank]["epoch"], saved["data"][d.rank]["batches"]
+        resumed = _resumed_stream(saved, d, config.data.num_workers, run / "last.pt")
+        if "continue_from" not in resumed:
+            epoch, consumed = resumed["epoch"], resumed["skip_batches"]
     elif init_from is not None:
         source = ckpt_io.load(init_from)
-        changed = init_weights(model, source, tokenizer.alphabet, init_from)
+        changed = init_weights(model, source, tokenizer, init_from)
         if d.is_main:
             log.info(f"initialised from {init_from} (its step {source['step']}): weights only, a fresh optimiser "
                      "and schedule")
             for line in changed:
                 log.warning(line)
         del source  # a second copy of the weights, not needed past here
+    # After the weights are final (resumed, initialised): a new average starts at them, a resumed one continues.
+    ema = EMA(model, config.train.ema_decay) if config.train.ema_decay else None
+    if ema is not None and saved is not None and "ema" in saved:
+        ema.load_state_dict(saved["ema"], saved["progress"]["ema_updates"])
+    elif saved is not None and d.is_main and (ema is not None or "ema" in saved):
+        log.warning("--resume: " + ("the run kept no EMA of the weights; it starts now, from the resumed weights"
+                                    if ema is not None else "train.ema_decay=0: the run's EMA (ema.pt) stops here"))
     ddp = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else model
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and config.train.amp \
         else nullcontext()
-    parts = StepParts(ddp, model, optimizer, frontend, augment, amp, config.optim.grad_clip, d.world, d.device)
+    parts = StepParts(ddp, model, optimizer, frontend, augment, amp, config.optim.grad_clip, d.world, d.device, ema)
 
     loader = build_loader(data, "train", max_batch_seconds=c.max_batch_seconds, num_workers=c.num_workers,
-                          shuffle=True, seed=config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True)
-    val_batches = load_val_subset(data, config) if d.is_main else []
+                          shuffle=True, seed=config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True,
+                          tokenizer=tokenizer, speed_perturb=speed_factors(c.speed_perturb),
+                          **{k: v for k, v in resumed.items() if k not in ("epoch", "skip_batches")})
+    epoch = loader.epoch
+    val_batches = load_val_subset(data, config, tokenizer) if d.is_main else []
     logs = Logs(run, d.is_main)
     if d.is_main:
         print(f"model: {count_parameters(model) / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, "
@@ -198,14 +289,23 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     def save() -> None:
         nonlocal saved_at
         saved_at = step
-        positions = _gather({"epoch": epoch, "batches": consumed}, d)
+        # Batches delivered since the stream's start: a checkpoint (between optimiser steps) resumes exactly.
+        here = loader.position()
+        positions = _gather({"epoch": here["epoch"], "batches": here["skip_batches"]}, d)
         rngs = _gather(ckpt_io.rng_state(), d)
         digests = _gather(ckpt_io.weights_digest(model), d)  # DDP keeps ranks bit-identical; this records it
+        # With train.ema_decay the checkpoint carries the average too, and save_step writes it as RUN/ema.pt.
+        averaged = {} if ema is None else {"ema": ema.state_dict()}
+        progress = {"elapsed_s": elapsed, "skipped_steps": skipped,
+                    **({} if ema is None else {"ema_updates": ema.updates_done()})}
         if d.is_main:
-            ckpt_io.save_step({"config": config.to_dict(), "alphabet": tokenizer.alphabet,
+            # "alphabet" for readers older than "tokenizer"; a SentencePiece run has none, so they refuse it.
+            old_readers = {"alphabet": tokenizer.alphabet} if tokenizer.kind == "char" else {}
+            ckpt_io.save_step({"config": config.to_dict(), "tokenizer": tokenizer.to_dict(), **old_readers,
                                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "progress": {"elapsed_s": elapsed, "skipped_steps": skipped},
-                               "data": positions, "rng": rngs, "rank_weight_digests": digests},
+                               "progress": progress, "data": positions, "stream": loader.stream_state(),
+                               "rng": rngs,
+                               "rank_weight_digests": digests, **averaged},
                               run, keep=config.train.keep)
 
     t = config.train
@@ -221,8 +321,11 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     # The loader builds its DataLoader (which draws from torch's generator) on the first next(): take that batch
     # before restoring the RNG so a resumed run continues the exact random stream of the interrupted one.
     stream = itertools.chain([next(it)], it)
-    if saved is not None:
+    if saved is not None and len(saved["rng"]) == d.world:
         ckpt_io.set_rng_state(saved["rng"][d.rank])
+    elif saved is not None:  # another world size: each rank's streams re-derived from the seed, rank and step
+        seed = config.train.seed + 1_000_003 * step + d.rank
+        random.seed(seed), np.random.seed(seed % 2**32), torch.manual_seed(seed)
     start = time.perf_counter() - elapsed
     clock, window = Clock(step, elapsed), Window(d.device, d.world)
     model.train()
@@ -232,8 +335,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         data_s = time.perf_counter() - t0
         if batch_hook is not None:
             batches = [batch_hook(step, b) for b in batches]
-        # The loader position counts batches, so a checkpoint (always between optimiser steps) resumes exactly.
-        epoch, consumed = batches[-1].epoch, batches[-1].index + 1
+        epoch = batches[-1].epoch  # for the logs; checkpoints take the loader's position (exact with any workers)
         lr = lr_at(step, progress_of(step, clock.at(step), config), config.optim)
         loss, grad_norm, skip = train_step(parts, batches, lr)
         window.add(loss, grad_norm, skip, [b.audio_lens for b in batches], data_s)

@@ -12,6 +12,7 @@ from dataclasses import fields
 from fastasr.config import Config
 from fastasr.errors import UserError
 from fastasr.model import Transducer
+from fastasr.tokenizer import AnyTokenizer, tokenizer_of
 
 VOCAB_PARAMS = ("joiner.out.weight", "joiner.out.bias", "predictor.embed.weight")
 # Model settings that change no weight's shape or meaning: a fine-tuning run may set them anew.
@@ -27,11 +28,12 @@ def _differences(a: Config, b: Config, sections: tuple[str, ...]) -> list[tuple[
             if getattr(getattr(a, s), f.name) != getattr(getattr(b, s), f.name)]
 
 
-def init_weights(model: Transducer, source: dict, alphabet: str, path) -> list[str]:
+def init_weights(model: Transducer, source: dict, tokenizer: AnyTokenizer, path) -> list[str]:
     """Load `source` (a checkpoint dict)'s weights into `model`; what was not taken over, to tell the user.
 
     A model setting other than dropout that differs from the source's is a UserError naming it: those weights
-    would not fit. A different vocabulary (alphabet) leaves the token-indexed layers as initialised."""
+    would not fit. Another tokenizer than the source's (by identity: the same ids for the same text, not merely
+    the same size) leaves the token-indexed layers as initialised."""
     theirs = Config.from_dict(source["config"])
     ours = Config(model=model.config)
     wrong = [d for d in _differences(theirs, ours, ("model",)) if d[0].split(".")[1] not in FREE_MODEL_SETTINGS]
@@ -41,11 +43,12 @@ def init_weights(model: Transducer, source: dict, alphabet: str, path) -> list[s
                         "settings (with --init-from the model settings default to the checkpoint's)")
     state = dict(source["model"])
     lines = []
-    if source["alphabet"] != alphabet:
+    theirs_tok = tokenizer_of(source, path)
+    if theirs_tok.identity() != tokenizer.identity():
         for name in VOCAB_PARAMS:
             del state[name]
-        lines.append(f"--init-from {path}: its vocabulary ({len(source['alphabet']) + 1} tokens) differs from this "
-                     f"run's ({len(alphabet) + 1}): re-initialised the joiner's output layer and the predictor's "
+        lines.append(f"--init-from {path}: its tokenizer, {theirs_tok.describe()}, differs from this run's, "
+                     f"{tokenizer.describe()}: re-initialised the joiner's output layer and the predictor's "
                      "embedding")
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) == set(VOCAB_PARAMS) - set(state), (missing, unexpected)

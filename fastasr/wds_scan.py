@@ -207,8 +207,8 @@ def _json_duration(data: bytes | None) -> float | None:
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """WebDataset's rule: KEY / extension split at the first dot of the last path component (the loader's too:
-    fastasr.data.stages.split_name, not imported here because fastasr.data loads torch)."""
+    """WebDataset's rule: KEY / extension split at the first dot of the last path component (the loader's, stats'
+    and `fastasr index`'s; here because this module is torch-free)."""
     slash = name.rfind("/")
     dot = name.find(".", slash + 1)
     if dot < 0:

@@ -47,10 +47,10 @@ def write_audio(path, seconds: float, seed: int, sr: int = 16000, channels: int 
     return path
 
 
-def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: float = 10.0):
+def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: float = 10.0, vocab_size: int = 34):
     """In eval mode, with dropout in its config (as a trained checkpoint has): only eval mode may be exported."""
     torch.manual_seed(0)
-    model = Transducer(replace(tiny_model().config, encoder=encoder, dropout=0.1)).eval()
+    model = Transducer(replace(tiny_model().config, encoder=encoder, dropout=0.1, vocab_size=vocab_size)).eval()
     audio = normalize_preemphasize(patchwork(3.0, seed=99))
     feats, lens = log_mel(model.config)(torch.from_numpy(audio)[None], torch.tensor([audio.size]))
     with torch.no_grad():
@@ -63,8 +63,9 @@ def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: 
     return model
 
 
-def save_checkpoint(model, path, step: int = 7):
+def save_checkpoint(model, path, step: int = 7, tokenizer=None):
+    """An alphabet-only checkpoint (as before fastasr.tokenizer), or with `tokenizer` one carrying that."""
     config = replace(preset("tiny"), model=model.config)
-    save_atomic({"config": config.to_dict(), "alphabet": DEFAULT_TEXT.alphabet, "model": model.state_dict(),
-                 "step": step}, path)
+    vocab = {"alphabet": DEFAULT_TEXT.alphabet} if tokenizer is None else {"tokenizer": tokenizer.to_dict()}
+    save_atomic({"config": config.to_dict(), **vocab, "model": model.state_dict(), "step": step}, path)
     return path

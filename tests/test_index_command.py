@@ -357,3 +357,31 @@ def test_stats_reads_a_foreign_index(made, txt_index, tmp_path):
     assert train["samples"] == len(want)
     assert train["words"] == sum(len(text.split()) for _, text in want)
     assert abs(train["hours"] - sum(s for s, _ in want) / 3600) < 1e-9
+
+
+def test_foreign_shards_train_evaluate_after_fastasr_index(tmp_path):
+    """Shards of audio + txt only (no json, no index), as another tool writes them: `fastasr index` each split,
+    then fastasr trains on them and evaluates them like its own."""
+    from asr_helpers import make_config, make_shards
+
+    from fastasr.train import train
+
+    own = tmp_path / "own"
+    make_shards(own)
+    foreign = tmp_path / "foreign"
+    for split in ("train", "val"):
+        for src in sorted((own / split).glob("*.tar")):
+            with tarfile.open(src) as tar:
+                members = [(m.name, tar.extractfile(m).read()) for m in tar if not m.name.endswith(".json")]
+            (foreign / "wds").mkdir(parents=True, exist_ok=True)
+            write_tar(foreign / "wds" / f"{split}-{src.stem}.tar", members)
+        pattern = "train-shard-{000000..000002}.tar" if split == "train" else "val-shard-000000.tar"
+        assert index_cli(foreign / "wds" / pattern, "--split", split, "--out", foreign / "index.json") == 0
+    summary = train(foreign, tmp_path / "run", make_config(max_steps=3))
+    assert summary["steps"] == 3 and summary["val_cer"] is not None
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--data", str(foreign), "--split", "val",
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0.0 <= metrics["cer"] and 0.0 <= metrics["wer"]
+    rows = (tmp_path / "eval" / "utterances.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 4  # header + make_shards' 4 val utterances, none lost for lack of a json member

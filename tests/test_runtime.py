@@ -88,9 +88,9 @@ def broken_copies(out: Path, tmp_path: Path):
     d = copy("no_tokens")
     (d / "tokenizer.json").unlink()
     cases.append((d, "tokenizer.json: missing"))
-    d = copy("bpe")
-    (d / "tokenizer.json").write_text(json.dumps({"format": "fastasr-tokenizer/1", "type": "sentencepiece"}))
-    cases.append((d, "tokenizer type 'sentencepiece' is not supported by this runtime"))
+    d = copy("wordpiece")
+    (d / "tokenizer.json").write_text(json.dumps({"format": "fastasr-tokenizer/1", "type": "wordpiece"}))
+    cases.append((d, "tokenizer type 'wordpiece' is not supported by this runtime"))
     return cases
 
 

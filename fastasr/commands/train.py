@@ -1,5 +1,6 @@
-"""`fastasr train --data OUT --run-dir RUN_DIR --preset P [--max-steps N | --max-minutes M] [--resume]
-[--init-from CKPT] [--config FILE] [--print-config] [section.field=value…]`
+"""`fastasr train --data OUT --run-dir RUN_DIR --preset P [--tokenizer char|bpe:N|unigram:N|FILE.model]
+[--max-steps N | --max-minutes M] [--resume] [--init-from CKPT] [--config FILE] [--print-config]
+[section.field=value…]`
 
 Settings: the preset, then what the run continues (--resume: the run's model, optim and data settings;
 --init-from: the checkpoint's model settings), then the --config file, then the overrides (fastasr.config);
@@ -29,6 +30,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run directory: checkpoints, logs, plots (required)")
     p.add_argument("--run", dest="run_deprecated", help=argparse.SUPPRESS)  # the old spelling; torchrun rejects it
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model and schedule size")
+    p.add_argument("--tokenizer", default=None, metavar="char|bpe:N|unigram:N|FILE.model",
+                   help="output tokens: the alphabet's characters (default; with --resume: the run's), a "
+                        "SentencePiece BPE or unigram model of N pieces trained on the train transcripts (saved as "
+                        "RUN_DIR/tokenizer.model and in every checkpoint), or that of a SentencePiece FILE.model")
     p.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                    help="stop after N steps (default: no limit)")
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
@@ -70,12 +75,25 @@ def _continued(args: argparse.Namespace, run_dir) -> dict | None:
     return None
 
 
+def _settings_file(path) -> dict:
+    """A --config file's sections. A "tokenizer" entry (RUN_DIR/config.json records the run's) is no setting: the
+    tokenizer is the --tokenizer option's, so it is dropped, saying so."""
+    from fastasr.config import load_file
+
+    file = load_file(path)
+    if "tokenizer" in file:
+        said = file.pop("tokenizer").get("spec", "?")
+        print(f"fastasr train: --config {path}: its tokenizer ({said}) is a record, not a setting; the tokenizer "
+              "is --tokenizer's", file=sys.stderr)
+    return file
+
+
 def resolve(args: argparse.Namespace):
     """(data, run_dir, config) from the arguments, every mistake a UserError; nothing heavy is imported unless a
     checkpoint must be read (--resume, --init-from)."""
     from pathlib import Path
 
-    from fastasr.config import load_file, preset
+    from fastasr.config import preset
     from fastasr.shard_index import open_index
 
     extra = []
@@ -93,8 +111,12 @@ def resolve(args: argparse.Namespace):
     if args.init_from is not None and not Path(args.init_from).is_file():
         raise UserError(f"--init-from {args.init_from}: no such checkpoint (a .pt file written by `fastasr train` "
                         "or `fastasr average`)")
+    if args.tokenizer is not None:
+        from fastasr.tokenizer import parse_spec
+
+        parse_spec(args.tokenizer)  # here, on every rank, so that a mistake stops them all at once
     config = preset(args.preset, [*args.overrides, *extra], base=_continued(args, run_dir),
-                    file=load_file(args.config) if args.config else None)
+                    file=_settings_file(args.config) if args.config else None)
     if args.print_config:
         return args.data, run_dir, config
     if args.data is None:
@@ -127,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fastasr.train import train
 
-    train(data, run_dir, config, resume=args.resume, init_from=args.init_from)
+    train(data, run_dir, config, resume=args.resume, init_from=args.init_from, tokenizer=args.tokenizer)
     # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;
     # on an exception this process exits and torchrun stops the others.
     if dist.is_initialized():

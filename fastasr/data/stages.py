@@ -20,6 +20,7 @@ from fastasr import sources
 from fastasr.audio_files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
 from fastasr.kernels import normalize_preemphasize
 from fastasr.text import TextConfig, TextRejected, normalize
+from fastasr.wds_scan import split_name  # WebDataset's KEY/extension rule, shared with `fastasr index`
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget
 from .durations import durations_table
@@ -30,15 +31,6 @@ Handler = Callable[[BaseException, "str | None", str], None]
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """WebDataset's rule: KEY / extension split at the first dot of the last path component."""
-    slash = name.rfind("/")
-    dot = name.find(".", slash + 1)
-    if dot < 0:
-        return name, ""
-    return name[:dot], name[dot + 1 :]
 
 
 def read_groups(pieces: Iterable[Piece], *, root: str, handler: Handler, audio: bool = True,

@@ -10,7 +10,11 @@
                          activation ranges are taken per call over the whole batch, so an int8 text can depend on
                          the other utterances in its batch (a float one does not)
     DIR/tokenizer.json   {"format", "type": "char", "blank_id": 0, "tokens": ["<blank>", " ", "а", …]}: id → token;
-                         a SentencePiece tokenizer would add "type": "sentencepiece" and "model": "tokenizer.model"
+                         or {"format", "type": "sentencepiece", "model_type": "bpe"|"unigram", "blank_id": 0,
+                         "tokens": ["<blank>", "<unk>", "▁при", …], "silent_ids": [0, 1], "space": "▁",
+                         "model": "tokenizer.model"}: text is the pieces joined, "▁" a space, stripped, the
+                         silent ids (blank, <unk>, control pieces) left out (fastasr.tokenizer.join_pieces)
+    DIR/tokenizer.model  the SentencePiece model itself (sentencepiece tokenizers), for other runtimes
     DIR/model.json       everything a front end and a decoder need: audio (rate, downmix, peak normalisation,
                          pre-emphasis), features (every log-mel setting), encoder subsampling, predictor state
                          shape, blank id, max symbols per frame, the graphs' files and I/O, provenance (the
@@ -30,7 +34,7 @@ from pathlib import Path
 from fastasr.audio_files import SAMPLE_RATE
 from fastasr.errors import UserError
 from fastasr.mel import MelSettings
-from fastasr.text import Tokenizer
+from fastasr.tokenizer import BLANK, MODEL_FILE, SPACE_PIECE, CharTokenizer, PieceDecoder
 
 FORMAT = "fastasr-onnx/1"
 TOKENIZER_FORMAT = "fastasr-tokenizer/1"
@@ -58,9 +62,13 @@ def graph_file(graph: str, precision: str = "float") -> str:
     return f"{graph}.onnx" if precision == "float" else f"{graph}.{precision}.onnx"
 
 
-def tokenizer_json(alphabet: str) -> dict:
-    return {"format": TOKENIZER_FORMAT, "type": "char", "blank_id": Tokenizer.blank,
-            "tokens": [BLANK_TOKEN, *alphabet]}
+def tokenizer_json(tokenizer) -> dict:
+    """tokenizer.json for a fastasr.tokenizer tokenizer (char or sentencepiece)."""
+    out = {"format": TOKENIZER_FORMAT, "type": tokenizer.kind, "blank_id": BLANK, "tokens": tokenizer.pieces()}
+    if tokenizer.kind == "sentencepiece":
+        out.update(model_type=tokenizer.model_type, silent_ids=sorted(tokenizer.silent_ids), space=SPACE_PIECE,
+                   model=MODEL_FILE)
+    return out
 
 
 def model_json(*, mel: MelSettings, preemphasis: float, subsampling: int, encoder_dim: int, pred_layers: int,
@@ -76,8 +84,8 @@ def model_json(*, mel: MelSettings, preemphasis: float, subsampling: int, encode
         "features": {**FEATURE_METHOD, **mel.to_dict(), "frames": "1 + samples // hop_length"},
         "encoder": {"subsampling": subsampling, "frames_out": "ceil(frames / 2) per stride-2 layer",
                     "dim": encoder_dim},
-        "predictor": {"layers": pred_layers, "hidden": pred_hidden, "start_token": Tokenizer.blank},
-        "decoding": {"blank_id": Tokenizer.blank, "vocab_size": vocab_size, "max_symbols_per_frame": max_symbols},
+        "predictor": {"layers": pred_layers, "hidden": pred_hidden, "start_token": BLANK},
+        "decoding": {"blank_id": BLANK, "vocab_size": vocab_size, "max_symbols_per_frame": max_symbols},
         "tokenizer": TOKENIZER_JSON,
         "graphs": {p: {g: graph_file(g, p) for g in GRAPHS} for p in precisions},
         "io": {g: {"inputs": ins, "outputs": outs} for g, (ins, outs) in IO.items()},
@@ -102,7 +110,7 @@ class ModelDir:
     encoder_dim: int
     pred_layers: int
     pred_hidden: int
-    tokenizer: Tokenizer
+    tokenizer: CharTokenizer | PieceDecoder
 
     def graph(self, graph: str, precision: str = "float") -> Path:
         if precision not in self.meta["graphs"]:
@@ -137,20 +145,28 @@ def _field(data: dict, dotted: str, kind: type | tuple, path: Path):
     return value
 
 
-def _read_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+def _read_tokenizer(path: Path, vocab_size: int) -> CharTokenizer | PieceDecoder:
     data = _read_json(path, "tokenizer")
     if data.get("format") != TOKENIZER_FORMAT:
         raise UserError(f"{path}: format {data.get('format')!r}, expected {TOKENIZER_FORMAT!r}")
-    if data.get("type") != "char":
+    if data.get("type") not in ("char", "sentencepiece"):
         raise UserError(f"{path}: tokenizer type {data.get('type')!r} is not supported by this runtime "
-                        "(supported: 'char')")
+                        "(supported: 'char', 'sentencepiece')")
     tokens = _field(data, "tokens", list, path)
-    if len(tokens) != vocab_size or tokens[:1] != [BLANK_TOKEN] or data.get("blank_id") != Tokenizer.blank:
-        raise UserError(f"{path}: expected {vocab_size} tokens with {BLANK_TOKEN!r} first (id {Tokenizer.blank})")
+    if len(tokens) != vocab_size or tokens[:1] != [BLANK_TOKEN] or data.get("blank_id") != BLANK:
+        raise UserError(f"{path}: expected {vocab_size} tokens with {BLANK_TOKEN!r} first (id {BLANK})")
+    if data["type"] == "sentencepiece":
+        silent = _field(data, "silent_ids", list, path)
+        if not all(isinstance(t, str) and t for t in tokens) or data.get("space") != SPACE_PIECE:
+            raise UserError(f"{path}: a 'sentencepiece' tokenizer's tokens must be non-empty strings, with "
+                            f"space {SPACE_PIECE!r}")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in silent):
+            raise UserError(f"{path}: silent_ids must be token ids below {vocab_size}")
+        return PieceDecoder(tokens, silent)
     if not all(isinstance(t, str) and len(t) == 1 for t in tokens[1:]):
         raise UserError(f"{path}: a 'char' tokenizer's tokens after the blank must be single characters")
     try:
-        return Tokenizer("".join(tokens[1:]))
+        return CharTokenizer("".join(tokens[1:]))
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
 
@@ -182,8 +198,8 @@ def read_model_dir(path: str | Path) -> ModelDir:
         if precision not in PRECISIONS or not isinstance(files, dict) or set(files) != set(GRAPHS):
             raise UserError(f"{meta_path}: graphs.{precision} must name the files of {list(GRAPHS)}")
     blank = _field(meta, "decoding.blank_id", int, meta_path)
-    if blank != Tokenizer.blank:
-        raise UserError(f"{meta_path}: decoding.blank_id is {blank}; fastasr tokenizers use {Tokenizer.blank}")
+    if blank != BLANK:
+        raise UserError(f"{meta_path}: decoding.blank_id is {blank}; fastasr tokenizers use {BLANK}")
     vocab_size = _field(meta, "decoding.vocab_size", int, meta_path)
     tokenizer = _read_tokenizer(path / _field(meta, "tokenizer", str, meta_path), vocab_size)
     return ModelDir(path=path, meta=meta, mel=mel,
