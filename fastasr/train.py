@@ -19,11 +19,9 @@ import logging
 import math
 import os
 import random
-import socket
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,68 +37,13 @@ from fastasr.errors import UserError
 from fastasr.evaluate import score, transcribe_loader
 from fastasr.model import Transducer, count_parameters, log_mel
 from fastasr.tokenizer import AnyTokenizer, make_tokenizer, tokenizer_of
+from fastasr.train_dist import Dist, gather, setup_distributed
 from fastasr.train_logs import Logs, plot_losses
 from fastasr.train_step import EMA, Clock, StepParts, Window, load_optimizer_state, make_optimizer, train_step
 from fastasr.warm_start import check_resume, init_weights
 
 log = logging.getLogger("fastasr.train")
 TOKENIZER_WAIT_S = 4 * 3600  # how long ranks wait for rank 0 to train a SentencePiece model
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_pref: str = "auto", timeout_s: float = 600.0) -> Dist:
-    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK when present; a single process otherwise.
-
-    Under torchrun a collective waits at most `timeout_s` for its peers, then fails and ends this rank (gloo raises;
-    NCCL's watchdog ends the process), so a dead rank ends the job instead of hanging it; an exception that ends a
-    rank is logged with the rank's name first.
-    """
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        _log_exit_with_rank(rank, world, local_rank)
-        if use_cuda and not {"TORCH_NCCL_ASYNC_ERROR_HANDLING", "NCCL_ASYNC_ERROR_HANDLING"} & set(os.environ):
-            # A timed-out NCCL collective ends the process without ncclCommAbort (which can itself hang on a dead
-            # peer): torch's default since 2.2, stated so that the behaviour does not depend on the build.
-            os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "3"
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
-    return Dist(rank, world, local_rank, device)
-
-
-def _log_exit_with_rank(rank: int, world: int, local_rank: int) -> None:
-    """An exception that ends this process is logged naming the rank, its node and the world size, so that in N
-    nodes' logs the first failure (the cause) and the peers' failed collectives that follow it can be told apart.
-    Installed before init_process_group: a failing rendezvous is named too, and torch's own hook (which prefixes
-    `[rankN]:` to each line once the group is up) wraps this one."""
-    previous = sys.excepthook
-    where = f"rank {rank}/{world} (local rank {local_rank} on {socket.gethostname()})"
-
-    def hook(kind, value, tb):
-        if issubclass(kind, Exception):
-            log.error(f"{where} failed: {kind.__name__}: {value}", exc_info=(kind, value, tb))
-            for handler in logging.getLogger("fastasr").handlers:
-                handler.flush()
-        else:  # KeyboardInterrupt, SystemExit: the usual report
-            previous(kind, value, tb)
-
-    sys.excepthook = hook
 
 
 def _resumed_stream(saved: dict, d: Dist, num_workers: int, path) -> dict:
@@ -141,14 +84,6 @@ def progress_of(step: int, elapsed_s: float, config: Config) -> float:
     if t.max_minutes:
         parts.append(elapsed_s / (60.0 * t.max_minutes))
     return max(parts) if parts else step / max(1, config.optim.decay_steps)
-
-
-def _gather(obj, d: Dist) -> list:
-    if d.world == 1:
-        return [obj]
-    out = [None] * d.world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def run_tokenizer(spec: str | None, data, run: Path, saved: dict | None, seed: int, d: Dist) -> AnyTokenizer:
@@ -291,9 +226,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
         saved_at = step
         # Batches delivered since the stream's start: a checkpoint (between optimiser steps) resumes exactly.
         here = loader.position()
-        positions = _gather({"epoch": here["epoch"], "batches": here["skip_batches"]}, d)
-        rngs = _gather(ckpt_io.rng_state(), d)
-        digests = _gather(ckpt_io.weights_digest(model), d)  # DDP keeps ranks bit-identical; this records it
+        positions = gather({"epoch": here["epoch"], "batches": here["skip_batches"]}, d)
+        rngs = gather(ckpt_io.rng_state(), d)
+        digests = gather(ckpt_io.weights_digest(model), d)  # DDP keeps ranks bit-identical; this records it
         # With train.ema_decay the checkpoint carries the average too, and save_step writes it as RUN/ema.pt.
         averaged = {} if ema is None else {"ema": ema.state_dict()}
         progress = {"elapsed_s": elapsed, "skipped_steps": skipped,
