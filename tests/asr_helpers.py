@@ -90,3 +90,17 @@ def make_config(**train):
             "data": dict(max_batch_seconds=2.5, num_workers=0, val_utterances=4, val_batch_seconds=10.0),
             "train": dict(dict(log_every=1, val_every=1000, ckpt_every=1000, progress=False, device="cpu"), **train)}
     return preset("tiny", over)
+
+
+class Crash(Exception):
+    """Raised by crash_at's batch hook: a run killed at a given step (the checkpoint before it is what remains)."""
+
+
+def crash_at(step_to_crash):
+    """train()'s batch_hook that raises Crash at the start of step `step_to_crash`."""
+    def hook(step, batch):
+        if step == step_to_crash:
+            raise Crash(step)
+        return batch
+
+    return hook

@@ -16,7 +16,7 @@ from fastasr.model import log_mel
 from fastasr.train import train
 from fastasr.train_step import EMA, StepParts, make_optimizer, train_step
 
-from asr_helpers import make_config, make_shards, tiny_model
+from asr_helpers import Crash, crash_at, make_config, make_shards, tiny_model
 from test_train_step import NoAugment, batch
 
 DECAY = 0.8  # short runs: with the warm-up min(0.8, (1+n)/(10+n)) both branches of the decay occur within 8 steps
@@ -113,19 +113,6 @@ def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     make_shards(out)
     return out
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_at(step_to_crash):
-    def hook(step, batch):
-        if step == step_to_crash:
-            raise Crash(step)
-        return batch
-
-    return hook
 
 
 def test_training_writes_ema_and_a_skipped_step_leaves_it_unchanged(shards, tmp_path):

@@ -14,7 +14,7 @@ import torch
 from fastasr import checkpoint as ckpt_io
 from fastasr.train import train
 
-from asr_helpers import make_shards, make_config
+from asr_helpers import Crash, crash_at, make_config, make_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,19 +34,6 @@ def assert_same(a, b, **tol):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k, **tol)
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_at(step_to_crash):
-    def hook(step, batch):
-        if step == step_to_crash:
-            raise Crash(step)
-        return batch
-
-    return hook
 
 
 def test_resume_matches_uninterrupted_run(shards, tmp_path):
