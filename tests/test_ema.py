@@ -3,7 +3,6 @@ skipped (non-finite) step leaves it untouched on the device, resume continues it
 it between sync points, and RUN/ema.pt is a checkpoint that eval and --init-from read."""
 
 import copy
-import sys
 from dataclasses import replace
 
 import pytest
@@ -141,20 +140,9 @@ def test_training_writes_ema_and_a_skipped_step_leaves_it_unchanged(shards, tmp_
 def reference(shards, tmp_path_factory):
     """An 8-step run with the EMA on, every tensor read-back the step code makes counted by step (test_train.py's
     counter): (run directory, reads). The uninterrupted run the resume test compares with."""
-    from test_train import READ_BACKS, STEP_CODE
+    from test_train import count_read_backs
 
     reads, at = [], {"step": None}
-
-    def counted(name):
-        original = getattr(torch.Tensor, name)
-
-        def read_back(self, *args, **kwargs):
-            caller = sys._getframe(1).f_code
-            if caller.co_filename.endswith(STEP_CODE):
-                reads.append((at["step"], name, caller.co_name))
-            return original(self, *args, **kwargs)
-
-        return read_back
 
     def label(step, batch):
         at["step"] = step + 1
@@ -162,8 +150,7 @@ def reference(shards, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("reference") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        for name in READ_BACKS:
-            mp.setattr(torch.Tensor, name, counted(name))
+        count_read_backs(mp.setattr, reads, at)
         train(shards, run, ema_config(max_steps=8, log_every=4, ckpt_every=4), batch_hook=label)
     return run, reads
 

@@ -113,12 +113,9 @@ READ_BACKS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist",
 STEP_CODE = tuple(os.path.join("fastasr", f) for f in ("train.py", "train_step.py", "features.py", "model.py"))
 
 
-@pytest.mark.parametrize("accum_steps", [1, 2])
-def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeypatch, accum_steps):
-    # Every read-back a tensor offers, counted when the training code calls it (the loss's one length read-back and
-    # torch's own internals are elsewhere), labelled with the step count the loop has reached.
-    reads, at, batches = [], {"step": None}, []
-
+def count_read_backs(patch, reads: list, at: dict) -> None:
+    """Patch (with `patch(obj, name, value)`, a monkeypatch's setattr) every read-back a tensor offers so that a call
+    from the training code appends (at["step"], name, calling function) to `reads`."""
     def counted(name):
         original = getattr(torch.Tensor, name)
 
@@ -130,13 +127,22 @@ def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeyp
 
         return read_back
 
+    for name in READ_BACKS:
+        patch(torch.Tensor, name, counted(name))
+
+
+@pytest.mark.parametrize("accum_steps", [1, 2])
+def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeypatch, accum_steps):
+    # Every read-back a tensor offers, counted when the training code calls it (the loss's one length read-back and
+    # torch's own internals are elsewhere), labelled with the step count the loop has reached.
+    reads, at, batches = [], {"step": None}, []
+
     def label(step, batch):
         at["step"] = step + 1
         batches.append(step)
         return batch
 
-    for name in READ_BACKS:
-        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    count_read_backs(monkeypatch.setattr, reads, at)
     config = make_config(max_steps=8, log_every=4, progress=True)
     config = replace(config, optim=replace(config.optim, accum_steps=accum_steps))
     summary = train(shards, tmp_path / "run", config, batch_hook=label)
