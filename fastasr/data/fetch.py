@@ -76,7 +76,7 @@ class SampleFetcher:
         return PlannedBatch(planned.epoch, planned.ordinal, samples)
 
 
-def filled(items: Iterator, spec, table, fetchers_for, skipped: dict[int, set]) -> Iterator:
+def filled(items: Iterator, fetchers_for, skipped: dict[int, set]) -> Iterator:
     """Plan items → the same items with real samples; `fetchers_for(epoch, skip)` makes an epoch's fetcher."""
     fetchers: dict[int, SampleFetcher] = {}
     for item in items:

@@ -1,9 +1,10 @@
 """build_loader: shards → padded Batches, the stages of stages.py composed in one place (DESIGN.md's data flow).
 
-Per worker, per epoch: pieces (distributed.py) → read tar → group by key → parse json/txt, tokenise → duration
-filter → sample shuffle buffer → bucket + padded-seconds budget (from json durations, before decoding)
-→ [skip for resume] → decode (soundfile) → mono → 16 kHz (soxr) → Numba normalise + pre-emphasis → pad → Batch.
-The torch DataLoader runs one such stream per worker (batch_size=None) and merges them round-robin.
+Per worker, per epoch, one reader's stream (reader.py): pieces (distributed.py) → read tar → group by key → parse
+json/txt, tokenise → duration filter → speed perturbation → sample shuffle buffer → bucket + padded-seconds budget
+(before decoding; planned from the durations table when the index has one, then filled from the shards by
+fetch.py) → [skip for resume] → decode (soundfile) → mono → 16 kHz (soxr) → Numba normalise + pre-emphasis → pad →
+Batch. The torch DataLoader runs one such stream per worker (batch_size=None) and merges them round-robin.
 
 Epochs across ranks. Finite mode (infinite=False): one epoch; the pieces of distributed.py give every rank and
 worker a disjoint part, so across ranks every utterance is delivered exactly once; ranks may yield different
@@ -14,8 +15,8 @@ dry and training counts steps; a rank with no data at all raises instead of hang
 Determinism and resume. Batches depend only on (seed, epoch, rank, world_size, num_workers, shards, batching
 options): shard order is shuffled with (seed, epoch), the sample buffer with (seed, epoch, rank, worker).
 skip_batches=N with epoch=E reproduces exactly — same keys, same order, same Batch.index — what a run started at
-epoch E delivers after its first N batches; skipped batches are planned from tar headers and json/txt members only,
-never read or decoded as audio. Loader.position() gives the (epoch, skip_batches) that continues after the last
+epoch E delivers after its first N batches; skipped batches are planned from the durations table (else tar headers
+and json/txt members), never read or decoded as audio; under another world size resume.py continues the epoch. Loader.position() gives the (epoch, skip_batches) that continues after the last
 delivered batch. Not reproduced: the skip counts of the skipped part, and if a whole planned batch failed to
 decode in the skipped part, resume skips one delivered batch fewer (the plan counts it, the run never delivered it).
 """
@@ -26,12 +27,10 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -41,88 +40,14 @@ from fastasr.text import TextConfig, Tokenizer
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
 from .durations import durations_table, table_url
-from .errors import SkipAndCount, raise_errors
+from .errors import SkipAndCount
 from .fetch import SampleFetcher, filled
-from .sample import Batch, EpochEnd, Piece, PlannedBatch
-from .stages import (OWN_SHARDS, SampleFormat, bucket_batches, decode_batches, filter_duration, map_samples,
-                     pad_batch, parse_sample, perturb_speed, read_groups, shuffle_buffer, table_samples, warm_up)
+from .reader import LoaderSpec, make_handler, reader_items
+from .resume import continue_elsewhere, exclusions, plan_resume, stream_state
+from .sample import Batch, EpochEnd, Piece
+from .stages import OWN_SHARDS, SampleFormat, decode_batches, pad_batch, parse_sample, read_groups, warm_up
 
 log = logging.getLogger("fastasr.data")
-
-
-@dataclass(frozen=True)
-class LoaderSpec:
-    """Everything a worker needs to rebuild its stream (pickled into worker processes)."""
-
-    root: str  # the index's directory or URL prefix; shard paths resolve against it (fastasr.sources)
-    split: str
-    shards: tuple[str, ...]
-    shard_samples: tuple[int, ...]  # KEY groups per shard, from index.json
-    tokenizer: object  # text → ids (`encode`); pickled into the workers with the spec
-    max_batch_seconds: float
-    max_batch_size: int | None
-    bucket_edges: tuple[float, ...]
-    shuffle: bool
-    shuffle_buffer: int
-    seed: int
-    rank: int
-    world_size: int
-    workers: int  # reader roles per rank: max(1, num_workers)
-    min_duration: float
-    max_duration: float | None
-    on_error: str  # "skip" (warn, count, go on) or "raise"
-    fmt: SampleFormat = OWN_SHARDS  # own shards, or foreign ones indexed by `fastasr index`
-    durations: str | None = None  # the split's durations table: plans without opening shards (None: tar headers)
-    exclude: tuple = ()  # ((epoch, {shard: frozenset(ordinals)}), …): delivered before a resume under another world
-    speed_perturb: tuple[float, ...] = ()  # speed factors drawn per sample and epoch; () or (1.0,): off
-
-
-def make_handler(spec: LoaderSpec, quiet: bool = False):
-    return SkipAndCount(quiet=quiet) if spec.on_error == "skip" else raise_errors
-
-
-def planned_batches(spec: LoaderSpec, role: int, epoch: int, *, handler, audio: bool = True) -> Iterator[PlannedBatch]:
-    """One reader's epoch up to the batching decision; audio=False plans from metadata only (the same batches): from
-    the durations table when the index has one (no shard opened), else from tar headers and json/txt members."""
-    pieces = pieces_for(list(spec.shards), epoch=epoch, seed=spec.seed, shuffle=spec.shuffle, rank=spec.rank,
-                        world_size=spec.world_size, role=role, workers=spec.workers)
-    exclude = dict(spec.exclude).get(epoch)
-    if not audio and spec.durations is not None:
-        samples = table_samples(pieces, durations_table(spec.durations), exclude=exclude)
-    else:
-        groups = read_groups(pieces, root=spec.root, handler=handler, audio=audio,
-                             expected=dict(zip(spec.shards, spec.shard_samples)), exclude=exclude)
-        samples = map_samples(groups, partial(parse_sample, tokenizer=spec.tokenizer, fmt=spec.fmt),
-                              handler=handler, stage="parse")
-    samples = filter_duration(samples, min_duration=spec.min_duration, max_duration=spec.max_duration,
-                              handler=handler)
-    if len(spec.speed_perturb) > 1 or spec.speed_perturb[:1] not in ((), (1.0,)):
-        samples = perturb_speed(samples, factors=spec.speed_perturb, seed=spec.seed, epoch=epoch)
-    rng = np.random.default_rng([spec.seed, epoch, spec.rank, role]) if spec.shuffle else None
-    if rng is not None:
-        samples = shuffle_buffer(samples, size=spec.shuffle_buffer, rng=rng)
-    budget = PaddedSecondsBudget(spec.max_batch_seconds, spec.max_batch_size)
-    return bucket_batches(samples, buckets=DurationBuckets(spec.bucket_edges), budget=budget, epoch=epoch, rng=rng)
-
-
-def reader_items(spec: LoaderSpec, role: int, epoch: int, infinite: bool, *, handler,
-                 audio: bool = True) -> Iterator[PlannedBatch | EpochEnd]:
-    """A reader's planned batches, epoch after epoch, each epoch closed by an EpochEnd.
-
-    In infinite mode a reader that got nothing in an epoch stops (instead of spinning forever on no data), unless
-    that epoch's samples had been delivered before a resume under another world size.
-    """
-    while True:
-        batches = samples = 0
-        for planned in planned_batches(spec, role, epoch, handler=handler, audio=audio):
-            batches += 1
-            samples += len(planned.samples)
-            yield planned
-        counts = handler.take() if isinstance(handler, SkipAndCount) else {}
-        yield EpochEnd(epoch, batches, samples, counts)
-        if not infinite or (batches == 0 and epoch not in dict(spec.exclude)):  # (all delivered before: go on)
-            return
-        epoch += 1
 
 
 class ShardStream(IterableDataset):
@@ -150,8 +75,7 @@ class ShardStream(IterableDataset):
             elif planned_only:
                 skipped.setdefault(item.epoch, set()).update((s.shard, s.ordinal) for s in item.samples)
         if planned_only:
-            items = filled(items, spec, durations_table(spec.durations), partial(self._fetcher, role, handler),
-                           skipped)
+            items = filled(items, partial(self._fetcher, role, handler), skipped)
         for item in items:
             if isinstance(item, EpochEnd):
                 yield item
@@ -198,13 +122,9 @@ class Loader:
 
     def stream_state(self) -> dict:
         """Saved beside the positions of every rank: lets a run under another world size continue the epoch."""
-        from .resume import stream_state
-
         return stream_state(self.spec)
 
     def __iter__(self) -> Iterator[Batch]:
-        from .resume import plan_resume
-
         spec = self.spec
         warm_up()
         plan = plan_resume(spec, self.epoch, self.skip_batches, self.infinite)
@@ -290,11 +210,6 @@ class _NoTokens:
         return [1] if text else []
 
 
-def _exclusions(exclude) -> tuple:
-    """{epoch: {shard: ordinals}} as the spec holds it (hashable, picklable, one frozenset per shard)."""
-    return tuple(sorted((int(e), {k: frozenset(v) for k, v in shards.items()}) for e, shards in (exclude or {}).items()))
-
-
 def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_workers: int, shuffle: bool = True,
                  seed: int = 0, epoch: int = 0, skip_batches: int = 0, infinite: bool = False,
                  rank: int | None = None, world_size: int | None = None, pin_memory: bool | None = None,
@@ -351,15 +266,13 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         on_error=on_error,
         fmt=sample_format(index, root, split),
         durations=table_url(root, entry),
-        exclude=_exclusions(exclude),
+        exclude=exclusions(exclude),
         speed_perturb=tuple(float(f) for f in speed_perturb),
     )
     if continue_from is not None:
-        from .resume import continue_elsewhere
-
         state, positions = continue_from
         epoch, exclude, delivered = continue_elsewhere(spec, state, positions, infinite)
-        spec, skip_batches = replace(spec, exclude=_exclusions(exclude)), 0
+        spec, skip_batches = replace(spec, exclude=exclusions(exclude)), 0
         log.info("rank %d: continuing epoch %d of a %d-rank run as rank %d of %d; the %d utterances it had delivered "
                  "are left out", rank, epoch, state["world"], rank, world_size, delivered)
     _log_fetches(spec)

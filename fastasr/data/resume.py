@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 
+from .reader import make_handler, reader_items
 from .sample import EpochEnd
 
 
@@ -33,8 +34,6 @@ class ResumePlan:
 
 def plan_resume(spec, epoch: int, skip_batches: int, infinite: bool, seen=None) -> ResumePlan:
     """`seen(planned_batch)` is called for each skipped batch (to collect what was delivered)."""
-    from .loader import make_handler, reader_items
-
     workers = spec.workers
     if skip_batches == 0:
         return ResumePlan(list(range(workers)), [0] * workers, epochs=[epoch] * workers)
@@ -63,6 +62,11 @@ def plan_resume(spec, epoch: int, skip_batches: int, infinite: bool, seen=None) 
     return ResumePlan(roles, consumed, skipped, current)
 
 
+def exclusions(exclude) -> tuple:
+    """{epoch: {shard: ordinals}} as the spec holds it (hashable, picklable, one frozenset per shard)."""
+    return tuple(sorted((int(e), {k: frozenset(v) for k, v in shards.items()}) for e, shards in (exclude or {}).items()))
+
+
 def stream_state(spec) -> dict:
     """What defines this rank's streams beyond the data settings: recorded with the positions in a checkpoint."""
     return {"world": spec.world_size, "workers": spec.workers,
@@ -73,8 +77,6 @@ def continue_elsewhere(spec, state: dict, positions: list[dict], infinite: bool 
     """(epoch to start at, exclusions {epoch: {shard: ordinals}}, samples already delivered) for a run under
     spec.world_size continuing one of state["world"] ranks that had delivered positions[r]["batches"] batches
     from positions[r]["epoch"] each."""
-    from .loader import _exclusions
-
     old_exclude = {int(e): {k: set(v) for k, v in shards.items()} for e, shards in state.get("exclude", {}).items()}
     delivered: dict[int, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     count = [0]
@@ -87,7 +89,7 @@ def continue_elsewhere(spec, state: dict, positions: list[dict], infinite: bool 
     current = []
     for r, pos in enumerate(positions):
         old = replace(spec, rank=r, world_size=int(state["world"]), workers=int(state["workers"]),
-                      exclude=_exclusions(old_exclude))
+                      exclude=exclusions(old_exclude))
         current += plan_resume(old, int(pos["epoch"]), int(pos["batches"]), infinite, seen=seen).epochs
     start = min(current) if current else 0
     exclude: dict[int, dict[str, set]] = {}
