@@ -126,18 +126,24 @@ def validate(model: Transducer, tokenizer: AnyTokenizer, frontend, val_batches: 
 
 
 def load_val_subset(data, config: Config, tokenizer=None) -> list:
-    """The first `val_utterances` of val in index order: the same fixed subset at every validation."""
+    """`val_utterances` utterances spread evenly over val in index order (every k-th), the same fixed subset at
+    every validation. (The first batches of val would be the first length bucket to fill: all of one length.)"""
     from fastasr.data import build_loader
+    from fastasr.data.loader import read_index
 
-    batches, n = [], 0
-    loader = build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
-                          tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1)
-    for batch in loader:
-        batches.append(batch)
-        n += len(batch.keys)
-        if n >= config.data.val_utterances:
-            break
-    return batches
+    shards = [(s["path"], int(s.get("groups", s["samples"])))
+              for s in read_index(data)["splits"]["val"]["shards"]]
+    total = sum(n for _, n in shards)
+    want = min(config.data.val_utterances, total)
+    picks = sorted({i * total // want for i in range(want)})
+    unwanted, start = {}, 0
+    for path, n in shards:
+        chosen = {p - start for p in picks if start <= p < start + n}
+        unwanted[path] = set(range(n)) - chosen
+        start += n
+    return list(build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
+                             tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1,
+                             exclude={0: unwanted}))
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, resume: bool = False,

@@ -191,3 +191,19 @@ def test_skip_flag_leaves_fused_adamw_untouched_and_old_state_loads_fused():
     opt.step()
     assert not torch.equal(model.weight, before[0]["weight"])
     assert all(float(s["step"]) == 2 for s in opt.state_dict()["state"].values())
+
+
+def test_validation_subset_is_every_kth_utterance_of_val(tmp_path):
+    # The first val batches would be one length bucket's; the subset is spread over the split in index order.
+    import tarfile
+
+    from fastasr.train import load_val_subset
+
+    index = make_shards(tmp_path, {"train": [3], "val": [5, 4, 3]})
+    in_order = []
+    for shard in index["splits"]["val"]["shards"]:
+        with tarfile.open(tmp_path / shard["path"]) as tar:
+            in_order += [m.name[:-len(".json")] for m in tar if m.name.endswith(".json")]
+    assert len(in_order) == 12
+    keys = [k for batch in load_val_subset(tmp_path, make_config()) for k in batch.keys]  # val_utterances=4
+    assert sorted(keys) == sorted(in_order[i] for i in (0, 3, 6, 9))
