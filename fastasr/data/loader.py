@@ -40,12 +40,12 @@ from fastasr.text import TextConfig, Tokenizer
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
 from .durations import durations_table, table_url
-from .errors import SkipAndCount
+from .errors import SampleError, SkipAndCount
 from .fetch import SampleFetcher, filled
 from .reader import LoaderSpec, make_handler, reader_items
 from .resume import continue_elsewhere, exclusions, plan_resume, stream_state
 from .sample import Batch, EpochEnd, Piece
-from .stages import OWN_SHARDS, SampleFormat, decode_batches, pad_batch, parse_sample, read_groups, warm_up
+from .stages import OWN_SHARDS, SampleFormat, decode_batches, pad_batch, parse_text, read_groups, warm_up
 
 log = logging.getLogger("fastasr.data")
 
@@ -193,21 +193,17 @@ def split_texts(source, split: str = "train", *, limit: int | None = None) -> It
         if limit is not None and n >= limit:
             break
         try:
-            sample = parse_sample(group, tokenizer=_NoTokens(), fmt=fmt)
+            text = parse_text(group, fmt)[1]
+            if not text:
+                raise SampleError("bad_text", "empty transcript")
         except Exception as exc:
             handler(exc, group.key, "parse")
             continue
         n += 1
-        yield sample.text
+        yield text
     skipped = handler.take()
     if skipped:
         log.info("transcripts of %s/%s: skipped %s", source, split, dict(skipped))
-
-
-class _NoTokens:
-    @staticmethod
-    def encode(text: str) -> list[int]:
-        return [1] if text else []
 
 
 def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_workers: int, shuffle: bool = True,

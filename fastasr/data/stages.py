@@ -110,6 +110,18 @@ OWN_SHARDS = SampleFormat()
 
 def parse_sample(group: TarGroup, *, tokenizer, fmt: SampleFormat = OWN_SHARDS) -> Sample:
     """Duration + transcript (→ token ids) + the one audio member."""
+    duration, text, audio_ext = parse_text(group, fmt)
+    try:
+        tokens = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    except ValueError as exc:
+        raise SampleError("bad_text", str(exc)) from None
+    if tokens.size == 0:
+        raise SampleError("bad_text", "empty transcript")
+    return Sample(group.key, duration, text, tokens, group.members[audio_ext], group.shard, group.ordinal)
+
+
+def parse_text(group: TarGroup, fmt: SampleFormat = OWN_SHARDS) -> tuple[float, str, str]:
+    """(duration, normalised transcript, the audio member's extension) of a KEY group, or a SampleError."""
     formats = [ext for ext in AUDIO_EXTENSIONS if ext in group.members]
     if len(formats) != 1:
         raise SampleError("no_audio" if not formats else "many_audio", f"members {sorted(group.members)}")
@@ -132,15 +144,7 @@ def parse_sample(group: TarGroup, *, tokenizer, fmt: SampleFormat = OWN_SHARDS) 
             raise SampleError("bad_json", str(exc)) from None
     if not (duration > 0 and np.isfinite(duration)):
         raise SampleError("bad_json", f"duration {duration}")
-    text = _transcript(group, meta, fmt)
-    try:
-        tokens = np.asarray(tokenizer.encode(text), dtype=np.int64)
-    except ValueError as exc:
-        raise SampleError("bad_text", str(exc)) from None
-    if tokens.size == 0:
-        raise SampleError("bad_text", "empty transcript")
-    fmt_ext = formats[0]
-    return Sample(group.key, duration, text, tokens, group.members[fmt_ext], group.shard, group.ordinal)
+    return duration, _transcript(group, meta, fmt), formats[0]
 
 
 def _transcript(group: TarGroup, meta: dict | None, fmt: SampleFormat) -> str:
