@@ -103,7 +103,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "tiny": {
         "model": dict(subsampling=8, subsampling_channels=32, d_model=96, n_layers=3, n_heads=4, ff_mult=4,
                       conv_kernel=15, dropout=0.05, pred_embed=64, pred_hidden=128, joint_dim=160),
-        "optim": dict(lr=3e-3, warmup_steps=150, decay_steps=3000),
+        "optim": dict(lr=3e-3, warmup_steps=1000, decay_steps=3000),
         "data": dict(max_batch_seconds=40.0, num_workers=1, val_utterances=100),
         "train": dict(val_every=200, ckpt_every=200, log_every=10),
     },
