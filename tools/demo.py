@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--utterances", type=int, default=None, help="corpus size (default: 6000 CPU, 12000 GPU)")
     parser.add_argument("--steps", type=int, default=STEPS,
-                        help=f"optimiser steps to train (default {STEPS}: ~20 min of the tiny preset on 2 idle cores)")
+                        help=f"optimiser steps to train (default {STEPS}: ~17 min of the tiny preset on 2 idle cores)")
     parser.add_argument("--preset", default=None, help="model preset (default tiny on CPU, small on GPU)")
     parser.add_argument("--tokenizer", default="char",
                         help="`fastasr train --tokenizer`: char, bpe:N, unigram:N or FILE.model (default char)")
