@@ -54,7 +54,7 @@ class DataConfig:
     freq_width: int = 15
     time_masks: int = 4
     time_width: float = 0.05
-    val_utterances: int = 200  # the fixed validation subset: N spread evenly over val (every k-th)
+    val_utterances: int = 200  # the fixed validation subset: N from the heads of <= 4 val shards
     val_batch_seconds: float = 120.0
     speed_perturb: str = ""  # e.g. "0.9,1.0,1.1": one factor drawn per utterance and epoch (train only); "": off
 

@@ -44,6 +44,7 @@ from fastasr.warm_start import check_resume, init_weights
 
 log = logging.getLogger("fastasr.train")
 TOKENIZER_WAIT_S = 4 * 3600  # how long ranks wait for rank 0 to train a SentencePiece model
+VAL_SHARDS = 4  # the validation subset comes from the heads of at most this many val shards
 
 
 def _resumed_stream(saved: dict, d: Dist, num_workers: int, path) -> dict:
@@ -126,21 +127,23 @@ def validate(model: Transducer, tokenizer: AnyTokenizer, frontend, val_batches: 
 
 
 def load_val_subset(data, config: Config, tokenizer=None) -> list:
-    """`val_utterances` utterances spread evenly over val in index order (every k-th), the same fixed subset at
-    every validation. (The first batches of val would be the first length bucket to fill: all of one length.)"""
+    """`val_utterances` utterances of val, the same fixed subset at every validation: the first ones in index order
+    of up to VAL_SHARDS shards spread evenly over the split (a bounded read, also for remote shards). Not the first
+    batches the val loader makes: those are the first length bucket to fill, all of one length."""
     from fastasr.data import build_loader
     from fastasr.data.loader import read_index
 
     shards = [(s["path"], int(s.get("groups", s["samples"])))
               for s in read_index(data)["splits"]["val"]["shards"]]
-    total = sum(n for _, n in shards)
-    want = min(config.data.val_utterances, total)
-    picks = sorted({i * total // want for i in range(want)})
-    unwanted, start = {}, 0
+    picked = {shards[i * len(shards) // VAL_SHARDS][0] for i in range(VAL_SHARDS)} if shards else set()
+    left, shards_left = config.data.val_utterances, len(picked)
+    unwanted = {}
     for path, n in shards:
-        chosen = {p - start for p in picks if start <= p < start + n}
-        unwanted[path] = set(range(n)) - chosen
-        start += n
+        take = 0
+        if path in picked:
+            take = min(n, -(-left // shards_left))  # an even share of what is left; a short shard's rest goes on
+            left, shards_left = left - take, shards_left - 1
+        unwanted[path] = set(range(take, n))
     return list(build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
                              tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1,
                              exclude={0: unwanted}))

@@ -193,17 +193,26 @@ def test_skip_flag_leaves_fused_adamw_untouched_and_old_state_loads_fused():
     assert all(float(s["step"]) == 2 for s in opt.state_dict()["state"].values())
 
 
-def test_validation_subset_is_every_kth_utterance_of_val(tmp_path):
-    # The first val batches would be one length bucket's; the subset is spread over the split in index order.
+def test_validation_subset_reads_the_heads_of_a_few_shards_spread_over_val(tmp_path, monkeypatch):
+    # Not the first batches (one length bucket's): the first utterances of VAL_SHARDS shards spread over val, and
+    # the other shards are never opened (a bounded read when val is remote).
     import tarfile
 
-    from fastasr.train import load_val_subset
+    from fastasr import sources
+    from fastasr.train import VAL_SHARDS, load_val_subset
 
-    index = make_shards(tmp_path, {"train": [3], "val": [5, 4, 3]})
-    in_order = []
+    assert VAL_SHARDS == 4
+    index = make_shards(tmp_path, {"train": [3], "val": [3, 2, 4, 3, 2, 3]})
+    heads = []
     for shard in index["splits"]["val"]["shards"]:
         with tarfile.open(tmp_path / shard["path"]) as tar:
-            in_order += [m.name[:-len(".json")] for m in tar if m.name.endswith(".json")]
-    assert len(in_order) == 12
-    keys = [k for batch in load_val_subset(tmp_path, make_config()) for k in batch.keys]  # val_utterances=4
-    assert sorted(keys) == sorted(in_order[i] for i in (0, 3, 6, 9))
+            heads.append([m.name[:-len(".json")] for m in tar if m.name.endswith(".json")])
+    opened = []
+    real_open = sources.open_input
+    monkeypatch.setattr(sources, "open_input", lambda url, *a, **k: opened.append(url) or real_open(url, *a, **k))
+    config = make_config()
+    config = replace(config, data=replace(config.data, val_utterances=7))
+    keys = [k for batch in load_val_subset(tmp_path, config) for k in batch.keys]
+    # shards 0, 1, 3, 4 of 6 (i * 6 // 4); shares of 7: 2, 2 (shard 1 holds 2), 2, 1 (the rest, shard 4 holds 2)
+    assert sorted(keys) == sorted(heads[0][:2] + heads[1][:2] + heads[3][:2] + heads[4][:1])
+    assert sorted(Path(u).name for u in opened if "/val/" in u) == [f"shard-00000{i}.tar" for i in (0, 1, 3, 4)]

@@ -42,12 +42,16 @@ def read_groups(pieces: Iterable[Piece], *, root: str, handler: Handler, audio: 
     directory or URL prefix. audio=False reads metadata only: audio members are skipped (by seeking where the
     stream can seek) and their bytes become b"". `expected` (shard path → KEY groups, from index.json) catches a
     shard that ends early: tarfile stops silently at a damaged header in mid-file. `exclude` (shard path → group
-    ordinals) leaves out samples already delivered in this epoch by a run with another world size.
+    ordinals) leaves out samples already delivered in this epoch by a run with another world size (or not wanted);
+    a piece with every sample excluded is not opened.
     """
     for piece in pieces:
+        excluded = (exclude or {}).get(piece.path, frozenset())
+        want = (expected or {}).get(piece.path)
+        if want is not None and excluded and all(i in excluded for i in range(piece.part, want, piece.parts)):
+            continue  # nothing of this part is wanted: the shard is not opened
         try:
-            found = yield from _groups_of(piece, root, audio, (exclude or {}).get(piece.path, frozenset()))
-            want = (expected or {}).get(piece.path)
+            found = yield from _groups_of(piece, root, audio, excluded)
             if want is not None and found < want:
                 raise SampleError("short_shard", f"{piece.path}: {found} of {want} samples readable")
         except (OSError, tarfile.TarError, EOFError, SampleError) as exc:  # unreadable or truncated shard
