@@ -5,9 +5,9 @@ Needs a trained model and its shards: FASTASR_BENCH_CHECKPOINT (default demo_out
 FASTASR_BENCH_SHARDS (default demo_out/shards, whose test split is transcribed); skipped without them (`make demo`
 makes both). The checkpoint is exported (float + int8) to a temporary directory first.
 - files: every utterance of the test split, written out as the file it was sharded from (the stored Opus bytes),
-  transcribed as `fastasr transcribe PATHS…` does it: fastasr.audio_files.transcribe_files (decode, mono, 16 kHz,
+  transcribed as `fastasr transcribe PATHS…` does it: fastasr.audio.files.transcribe_files (decode, mono, 16 kHz,
   cut, normalise, length-sorted batches of 240 padded seconds) with the checkpoint's recogniser
-  (fastasr.transcribe: torch log-mel, encoder, batched greedy) or the export's (fastasr.runtime: NumPy log-mel,
+  (fastasr.inference.transcribe: torch log-mel, encoder, batched greedy) or the export's (fastasr.runtime: NumPy log-mel,
   onnxruntime graphs, the same greedy loop in NumPy).
 - threads: N torch intra-op threads for the checkpoint, onnxruntime intra_op_num_threads=N for the export, for N in
   FASTASR_BENCH_THREADS (default "1,2").
@@ -15,7 +15,7 @@ makes both). The checkpoint is exported (float + int8) to a temporary directory 
 - OpenMP: torch's threads wait passively, as under the CLI (fastasr.commands sets OMP_WAIT_POLICY=PASSIVE), when
   this module is imported before torch; run it alone for that. extra_info records the policy in force.
 extra_info: audio_seconds, rtf (median time / audio time) and rtf_min, x_checkpoint / x_checkpoint_min (the
-checkpoint's time at the same threads over this one's), cer and wer (fastasr.evaluate.score, as `fastasr eval`),
+checkpoint's time at the same threads over this one's), cer and wer (fastasr.text.scoring.score, as `fastasr eval`),
 same_as_checkpoint (files whose text equals the checkpoint's).
 Run: pytest benchmarks/test_export_bench.py --benchmark-enable -s
 """
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import pytest
 
-import fastasr.commands  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLI runs)
-import torch  # noqa: E402
+import fastasr.commands  # noqa: F401  isort:skip  (first: OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLI runs)
+import torch  # noqa: E402  isort:skip
 
-from fastasr.audio_files import transcribe_files
-from fastasr.evaluate import score
-from fastasr.export import export
+from fastasr.audio.files import transcribe_files
+from fastasr.inference.export import export
+from fastasr.inference.transcribe import checkpoint_recogniser
 from fastasr.runtime import OnnxTransducer
-from fastasr.transcribe import checkpoint_recogniser
+from fastasr.text.scoring import score
 
 ROOT = Path(__file__).resolve().parent.parent
 CKPT = Path(os.environ.get("FASTASR_BENCH_CHECKPOINT", ROOT / "demo_out" / "run" / "last.pt"))

@@ -1,4 +1,4 @@
-"""Log-mel of one batch: fastasr.features.LogMel (torch) beside per-utterance librosa in the same run.
+"""Log-mel of one batch: fastasr.model.features.LogMel (torch) beside per-utterance librosa in the same run.
 
 The batch: the 64 utterances of 2–10 s of test_kernels_bench (16 kHz float32), zero-padded to the longest.
 - librosa: for each utterance librosa.feature.melspectrogram (n_fft 512, win 400, hop 160, 80 mels, centred, zero
@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_kernels_bench import SR, UTTS  # noqa: E402
 
-from fastasr.features import LogMel, SpecAugment  # noqa: E402
+from fastasr.model.features import LogMel, SpecAugment  # noqa: E402
 
 librosa = pytest.importorskip("librosa")
 

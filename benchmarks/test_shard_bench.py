@@ -18,8 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from corpus_helpers import WORDS, write_utt  # noqa: E402
 
-from fastasr.audio_check import verify  # noqa: E402
-from fastasr.shard import ShardOptions, build_shards  # noqa: E402
+from fastasr.corpus.verify import verify  # noqa: E402
+from fastasr.shards.writer import ShardOptions, build_shards  # noqa: E402
 
 N_FILES = int(os.environ.get("FASTASR_BENCH_FILES", 320))
 SHARD_SIZE = 20

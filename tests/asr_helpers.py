@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from fastasr.config import preset
-from fastasr.model import Transducer
+from fastasr.model.transducer import Transducer
+from fastasr.training.config import preset
 
 
 def tiny_model(**over) -> Transducer:
@@ -44,7 +44,7 @@ def make_shards(out, shard_sizes=None, *, seconds=(0.4, 1.0)) -> dict:
     import tarfile
     from pathlib import Path
 
-    from fastasr.text import DEFAULT_TEXT
+    from fastasr.text.normalization import DEFAULT_TEXT
 
     out = Path(out)
     shard_sizes = shard_sizes or {"train": [7, 5, 4], "val": [4], "test": [5]}

@@ -1,4 +1,4 @@
-"""Tiny shard directories for the loader tests, written with soundfile + tarfile (independent of fastasr.shard)."""
+"""Tiny shard directories for the loader tests, written with soundfile + tarfile (independent of fastasr.shards.writer)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from fastasr.text import TextConfig
+from fastasr.text.normalization import TextConfig
 
 WORDS = "мама мыла раму утром солнце светит ярко над полем тихо шумит лес".split()
 # (extension, sample rate, channels): 48 kHz stereo Opus, 8 kHz WAV, …

@@ -14,14 +14,13 @@ from dataclasses import replace
 import numpy as np
 import soundfile as sf
 import torch
-
-from fastasr.checkpoint import save_atomic
-from fastasr.config import preset
-from fastasr.kernels import normalize_preemphasize
-from fastasr.model import Transducer, log_mel
-from fastasr.text import DEFAULT_TEXT
-
 from asr_helpers import tiny_model
+
+from fastasr.kernels import normalize_preemphasize
+from fastasr.model.transducer import Transducer, log_mel
+from fastasr.text.normalization import DEFAULT_TEXT
+from fastasr.training.checkpoints import save_atomic
+from fastasr.training.config import preset
 
 
 def patchwork(seconds: float, seed: int, sr: int = 16000) -> np.ndarray:
@@ -64,7 +63,7 @@ def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: 
 
 
 def save_checkpoint(model, path, step: int = 7, tokenizer=None):
-    """An alphabet-only checkpoint (as before fastasr.tokenizer), or with `tokenizer` one carrying that."""
+    """An alphabet-only checkpoint (as before fastasr.text.tokenizer), or with `tokenizer` one carrying that."""
     config = replace(preset("tiny"), model=model.config)
     vocab = {"alphabet": DEFAULT_TEXT.alphabet} if tokenizer is None else {"tokenizer": tokenizer.to_dict()}
     save_atomic({"config": config.to_dict(), **vocab, "model": model.state_dict(), "step": step}, path)

@@ -8,7 +8,7 @@ import functools
 import os
 import sys
 
-import fastasr.train
+import fastasr.training.loop
 from fastasr.cli import main
 
 
@@ -20,5 +20,5 @@ def record(path: str, step: int, batch):
 
 if __name__ == "__main__":
     out = os.path.join(os.environ["FASTASR_TEST_KEYS_DIR"], f"keys-{os.getpid()}.tsv")
-    fastasr.train.train = functools.partial(fastasr.train.train, batch_hook=functools.partial(record, out))
+    fastasr.training.loop.train = functools.partial(fastasr.training.loop.train, batch_hook=functools.partial(record, out))
     sys.exit(main())

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-import fastasr.train
+import fastasr.training.loop
 from fastasr.cli import main
 
 
@@ -44,6 +44,6 @@ if __name__ == "__main__":
         step, kind = spec.split(":")
         assert kind in ("kill", "raise", "freeze"), spec
         # fastasr.commands.train looks train up when it runs, so the wrapped one is what it calls.
-        fastasr.train.train = functools.partial(fastasr.train.train,
+        fastasr.training.loop.train = functools.partial(fastasr.training.loop.train,
                                                 batch_hook=functools.partial(fault, int(step), kind))
     sys.exit(main())

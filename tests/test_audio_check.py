@@ -1,7 +1,7 @@
 import pytest
 from corpus_helpers import audio_bytes
 
-from fastasr.audio_check import AudioRejected, verify
+from fastasr.corpus.verify import AudioRejected, verify
 
 
 @pytest.mark.parametrize("ext", ["opus", "wav", "flac"])

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-
-from fastasr import checkpoint as ckpt_io
-from fastasr.cli import main
-from fastasr.train import train
-
 from asr_helpers import make_config, make_shards
+
+from fastasr.cli import main
+from fastasr.model.checkpoint import load_model
+from fastasr.training import checkpoints as ckpt_io
+from fastasr.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_average_is_the_mean_of_the_checkpoints_it_read(run, tmp_path):
         torch.testing.assert_close(averaged["model"][k], (a[k] + b[k]) / 2, atol=1e-7, rtol=1e-6, msg=k)
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the two differ, so the mean is a real test
     assert "optimizer" not in averaged and averaged["step"] == 7
-    model, _, _ = ckpt_io.load_model(out)  # what eval / transcribe / export read
+    model, _, _ = load_model(out)  # what eval / transcribe / export read
     assert sum(p.numel() for p in model.parameters()) > 0
 
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from asr_helpers import make_shards
 from corpus_helpers import make_corpus
 
-from asr_helpers import make_shards
 from fastasr import __version__
 from fastasr.cli import main
 
@@ -79,8 +79,8 @@ def test_debug_shows_the_traceback_too(places, capsys):
 
 
 def test_the_run_dir_and_its_aliases(places, capsys):
-    from fastasr.commands.train import configure, resolve
     from fastasr.cli import Parser
+    from fastasr.commands.train import configure, resolve
 
     p = Parser(prog="fastasr train")
     configure(p)

@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 
 from fastasr.cli import main
-from fastasr.config import SECTIONS, Config, apply_overrides, preset
+from fastasr.training.config import SECTIONS, Config, apply_overrides, preset
 
 
 def printed(capsys, *argv) -> dict[str, str]:

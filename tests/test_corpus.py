@@ -1,11 +1,12 @@
 import json
 
 import pytest
+from corpus_helpers import write_utt
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from corpus_helpers import write_utt
 
-from fastasr.corpus import Row, make_key, read_source, walk_directory
+from fastasr.corpus.readers import read_source, walk_directory
+from fastasr.corpus.rows import Row, make_key
 from fastasr.errors import UserError
 
 

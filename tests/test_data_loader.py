@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-
 from data_shards import make_utts, write_shards
 from optional import librosa
+
 from fastasr.data import Batch, build_loader
-from fastasr.text import Tokenizer
+from fastasr.text.tokenizer import CharTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def reference_audio(u) -> np.ndarray:
 
 def test_batch_contents_match_independent_decode(shard_dir, utts):
     by_key = {u.key: u for u in utts}
-    tok = Tokenizer.from_index(json.loads((shard_dir / "index.json").read_text()))
+    tok = CharTokenizer.from_index(json.loads((shard_dir / "index.json").read_text()))
     seen = 0
     for b in build_loader(shard_dir, max_batch_seconds=3.0, num_workers=1, seed=0):
         assert isinstance(b, Batch)

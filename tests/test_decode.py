@@ -1,9 +1,9 @@
 """Batched greedy decoding against a one-utterance-at-a-time reference; beam search sanity."""
 
 import torch
-
-from fastasr.decode import beam_search, greedy_batch
 from asr_helpers import tiny_model
+
+from fastasr.model.decode import beam_search, greedy_batch
 
 
 def reference_greedy(model, enc, T, max_symbols):

@@ -7,16 +7,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from fastasr import checkpoint as ckpt_io
-from fastasr.config import OptimConfig, preset
-from fastasr.errors import UserError
-from fastasr.model import log_mel
-from fastasr.train import train
-from fastasr.train_step import EMA, StepParts, make_optimizer, train_step
-
 from asr_helpers import Crash, crash_at, make_config, make_shards, tiny_model
 from test_train_step import NoAugment, batch
+
+from fastasr.errors import UserError
+from fastasr.model.checkpoint import load_model
+from fastasr.model.transducer import log_mel
+from fastasr.training import checkpoints as ckpt_io
+from fastasr.training.config import OptimConfig, preset
+from fastasr.training.loop import train
+from fastasr.training.step import EMA, StepParts, make_optimizer, train_step
 
 DECAY = 0.8  # short runs: with the warm-up min(0.8, (1+n)/(10+n)) both branches of the decay occur within 8 steps
 
@@ -174,10 +174,10 @@ def test_resume_continues_the_ema_exactly(reference, shards, tmp_path):
 
 
 def test_ema_pt_evaluates_and_initialises_a_run(reference, shards, tmp_path):
-    from fastasr.evaluate import evaluate
+    from fastasr.inference.evaluate import evaluate
 
     ema_pt = reference[0] / "ema.pt"
-    model, _, _ = ckpt_io.load_model(ema_pt)
+    model, _, _ = load_model(ema_pt)
     assert_close(model.state_dict(), ckpt_io.load(reference[0] / "last.pt")["ema"], atol=0, rtol=0)
     metrics = evaluate(ema_pt, shards, "test", tmp_path / "eval")
     assert metrics["utterances"] == 5 and 0 <= metrics["cer"] and (tmp_path / "eval" / "metrics.json").exists()

@@ -7,14 +7,13 @@ from dataclasses import replace
 import jiwer
 import pytest
 import torch
-
-from fastasr.checkpoint import save_atomic
-from fastasr.cli import main
-from fastasr.config import preset
-from fastasr.evaluate import score
-from fastasr.text import DEFAULT_TEXT
-
 from asr_helpers import make_shards, tiny_model
+
+from fastasr.cli import main
+from fastasr.text.normalization import DEFAULT_TEXT
+from fastasr.text.scoring import score
+from fastasr.training.checkpoints import save_atomic
+from fastasr.training.config import preset
 
 
 def test_score_definitions():

@@ -6,18 +6,17 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from export_helpers import save_checkpoint, talkative_model, write_audio
 
-from fastasr.audio_files import PREEMPHASIS, read_mono, split_long
-from fastasr.checkpoint import weights_digest
+from fastasr.audio.files import PREEMPHASIS, read_mono, split_long
 from fastasr.cli import main
 from fastasr.errors import UserError
-from fastasr.export import CHECK_TOLERANCE, export
-from fastasr.model import log_mel
+from fastasr.inference.export import CHECK_TOLERANCE, export
+from fastasr.inference.transcribe import transcribe
+from fastasr.model.checkpoint import weights_digest
+from fastasr.model.transducer import log_mel
 from fastasr.runtime import transcribe as runtime_transcribe
-from fastasr.text import DEFAULT_TEXT
-from fastasr.transcribe import transcribe
-
-from export_helpers import save_checkpoint, talkative_model, write_audio
+from fastasr.text.normalization import DEFAULT_TEXT
 
 PIECE_SECONDS = 4.0  # the long file is cut into pieces by the shared code on both paths
 GRAPHS = ["encoder", "predictor", "joiner"]

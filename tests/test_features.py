@@ -1,14 +1,13 @@
-"""fastasr.features against an independent NumPy/librosa float64 computation, utterance by utterance."""
+"""fastasr.model.features against an independent NumPy/librosa float64 computation, utterance by utterance."""
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from fastasr.features import LogMel, SpecAugment, mel_filterbank
-
 from optional import librosa
+
+from fastasr.model.features import LogMel, SpecAugment, mel_filterbank
 
 # librosa warns that n_fft exceeds the short utterances we feed it on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.*is too large:UserWarning")

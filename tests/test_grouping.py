@@ -7,14 +7,14 @@ import pytest
 from corpus_helpers import make_corpus, write_utt
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_shard import read_dataset
 
 from fastasr.cli import main
-from fastasr.corpus import Row
+from fastasr.corpus.grouping import GroupRule, group_of, parse_group_by, split_rows
+from fastasr.corpus.rows import Row
+from fastasr.corpus.split import assign_split, parse_fractions
 from fastasr.errors import UserError
-from fastasr.grouping import GroupRule, group_of, parse_group_by, split_rows
-from fastasr.split import assign_split, parse_fractions
-from fastasr.stats import compute_stats
-from test_shard import read_dataset
+from fastasr.shards.stats import compute_stats
 
 fractions = st.lists(st.integers(0, 5), min_size=3, max_size=3).filter(lambda v: sum(v) > 0)
 
@@ -56,7 +56,7 @@ def test_rules(tmp_path):
     assert group_of(row, parse_group_by("dir"), None) == "set_a/0/00"
     assert group_of(row, parse_group_by("recording"), None) == "set_a/0/00/x.opus"
     assert group_of(row, parse_group_by("speaker"), None) == "s7"
-    from fastasr.text import TextConfig
+    from fastasr.text.normalization import TextConfig
 
     assert group_of(row, parse_group_by("text"), TextConfig()) == "елкапалка"
     assert group_of(Row("a.wav", "a.wav", text="в 1999"), parse_group_by("text"), TextConfig()) is None

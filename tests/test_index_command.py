@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
 from data_shards import speech_like
+
 from fastasr.cli import main
-from fastasr.shard_index import read_rejected_tsv
+from fastasr.shards.index import read_rejected_tsv
 
 SF = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16"), "opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III"),
       "ogg": ("OGG", "VORBIS")}
@@ -364,7 +364,7 @@ def test_foreign_shards_train_evaluate_after_fastasr_index(tmp_path):
     then fastasr trains on them and evaluates them like its own."""
     from asr_helpers import make_config, make_shards
 
-    from fastasr.train import train
+    from fastasr.training.loop import train
 
     own = tmp_path / "own"
     make_shards(own)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from corpus_helpers import write_utt
-
-from fastasr.corpus import read_source
-from fastasr.errors import UserError
 from test_shard import build, shard_bytes
+
+from fastasr.corpus.readers import read_source
+from fastasr.errors import UserError
 
 # (recording, start, duration, text, speaker): b's last span ends past the file (rejected in every format alike)
 SPANS = [

@@ -1,4 +1,4 @@
-"""fastasr.mel.log_mel (NumPy, the runtime's front end) against librosa float64 and against torch's LogMel.
+"""fastasr.audio.mel.log_mel (NumPy, the runtime's front end) against librosa float64 and against torch's LogMel.
 
 Tolerances: against an independent librosa float64 computation and LogMel in float64, 1e-6 absolute (log_mel
 returns float32, whose rounding of values up to ~10 is ~5e-7); against LogMel in float32 — what a checkpoint's
@@ -8,11 +8,10 @@ model is fed — 5e-4 absolute on the normalised features (measured: ≤ 1e-4 on
 import numpy as np
 import pytest
 import torch
-
-from fastasr.features import LogMel
-from fastasr.mel import MelSettings, log_mel
-
 from test_features import LENGTHS, reference_logmel, speech_like
+
+from fastasr.audio.mel import MelSettings, log_mel
+from fastasr.model.features import LogMel
 
 F64_TOL = 1e-6
 F32_TOL = 5e-4

@@ -4,12 +4,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from fastasr.config import Config, apply_overrides, preset
-from fastasr.errors import UserError
-from fastasr.model import ConvSubsampling
-
 from asr_helpers import tiny_model
+
+from fastasr.errors import UserError
+from fastasr.model.transducer import ConvSubsampling
+from fastasr.training.config import Config, apply_overrides, preset
 
 
 @pytest.mark.parametrize("factor", [4, 8])
@@ -62,7 +61,7 @@ def test_presets_and_overrides_roundtrip():
 
 
 def test_lr_schedule():
-    from fastasr.train import lr_at
+    from fastasr.training.loop import lr_at
 
     o = preset("tiny").optim
     assert lr_at(0, 0.0, o) == pytest.approx(o.lr / o.warmup_steps)

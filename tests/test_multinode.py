@@ -16,11 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from fastasr import checkpoint as ckpt_io
-
 from asr_helpers import make_shards
 from http_shards import ShardServer
+
+from fastasr.training import checkpoints as ckpt_io
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "multinode_worker.py"

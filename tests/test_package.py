@@ -44,3 +44,11 @@ def test_commands_choose_passive_openmp_waiting_before_torch_loads():
                           capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
                                                                              "OMP_WAIT_POLICY": "ACTIVE"})
     assert kept.stdout.strip() == "ACTIVE"
+
+
+def test_every_package_folder_is_installed():
+    # A folder missing from pyproject's list would be absent from a wheel (the editable install hides that).
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"fastasr." + ".".join(p.parent.relative_to(ROOT / "fastasr").parts) if p.parent != ROOT / "fastasr"
+               else "fastasr" for p in (ROOT / "fastasr").rglob("__init__.py")}
+    assert folders | {"fastasr.kernels"} == listed

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from export_helpers import save_checkpoint, talkative_model, write_audio
 
 from fastasr.cli import main
 from fastasr.errors import UserError
-from fastasr.export import export
+from fastasr.inference.export import export
+from fastasr.inference.transcribe import transcribe
 from fastasr.runtime import OnnxTransducer
-from fastasr.transcribe import transcribe
-
-from export_helpers import save_checkpoint, talkative_model, write_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 # torch and onnx (the exporter's package) cannot be imported in this process: the runtime needs neither.

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import soundfile as sf
 from corpus_helpers import write_utt
-
-from fastasr.shard_index import read_rejected_tsv
 from test_shard import build, read_dataset
+
+from fastasr.shards.index import read_rejected_tsv
 
 TEST_ONLY = {"train": 0.0, "val": 0.0, "test": 1.0}
 
@@ -87,7 +87,7 @@ def test_lossy_24_bit_and_whole_spans_are_stored_without_loss(tmp_path):
 
 
 def _loose():
-    from fastasr.row_check import Filters
+    from fastasr.corpus.checks import Filters
 
     return Filters(min_cps=0.1)
 

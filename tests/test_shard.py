@@ -6,12 +6,12 @@ from pathlib import Path
 from corpus_helpers import audio_bytes, make_corpus, write_utt
 
 from fastasr.cli import main
-from fastasr.corpus import Row
-from fastasr.row_check import Filters, Reject, check_row
-from fastasr.text import TextConfig
-from fastasr.shard import ShardOptions, build_shards
-from fastasr.shard_index import read_rejected_tsv
-from fastasr.split import assign_split, parse_fractions, plan_shards
+from fastasr.corpus.checks import Filters, Reject, check_row
+from fastasr.corpus.rows import Row
+from fastasr.corpus.split import assign_split, parse_fractions, plan_shards
+from fastasr.shards.index import read_rejected_tsv
+from fastasr.shards.writer import ShardOptions, build_shards
+from fastasr.text.normalization import TextConfig
 
 
 def build(src, out, **kw):

@@ -45,8 +45,8 @@ def test_resume_after_kill_9(tmp_path):
 def test_killed_between_tar_and_sidecar_the_shard_is_redone(tmp_path, monkeypatch):
     """A rebuild with other text options is killed after its new tar is in place but before its sidecar is: a rerun
     with the first options must not take the old sidecar for the new tar."""
-    import fastasr.shard as shard
-    from fastasr.text import TextConfig
+    import fastasr.shards.writer as shard
+    from fastasr.text.normalization import TextConfig
 
     src, out = tmp_path / "c", tmp_path / "out"
     for i in range(4):

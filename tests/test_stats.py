@@ -2,10 +2,10 @@ import json
 
 import pytest
 from corpus_helpers import make_corpus, write_utt
+from test_shard import build
 
 from fastasr.cli import main
-from fastasr.stats import compute_stats
-from test_shard import build
+from fastasr.shards.stats import compute_stats
 
 
 def test_stats_and_plots(tmp_path, capsys):

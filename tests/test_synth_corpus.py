@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fastasr.text import TextRejected, normalize
+from fastasr.text.normalization import TextRejected, normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import espeak_tts  # noqa: E402

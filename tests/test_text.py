@@ -1,6 +1,7 @@
 import pytest
 
-from fastasr.text import DEFAULT_TEXT, TextConfig, TextRejected, Tokenizer, normalize
+from fastasr.text.normalization import DEFAULT_TEXT, TextConfig, TextRejected, normalize
+from fastasr.text.tokenizer import CharTokenizer
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_options():
 
 
 def test_tokenizer_roundtrip():
-    tok = Tokenizer.from_index({"text": DEFAULT_TEXT.to_dict()})
+    tok = CharTokenizer.from_index({"text": DEFAULT_TEXT.to_dict()})
     ids = tok.encode("привет мир")
     assert tok.blank == 0 and 0 not in ids and tok.decode([0, *ids, 0]) == "привет мир"
     assert tok.vocab_size == len(DEFAULT_TEXT.alphabet) + 1

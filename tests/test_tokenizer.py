@@ -15,21 +15,22 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import torch
-
-from fastasr import checkpoint as ckpt_io
-from fastasr.cli import main
-from fastasr.errors import UserError
-from fastasr.model import Transducer
-from fastasr.runtime import transcribe as runtime_transcribe
-from fastasr.runtime.model_dir import read_model_dir
-from fastasr.text import DEFAULT_TEXT, Tokenizer
-from fastasr.tokenizer import (BLANK_PIECE, MODEL_TYPES, CharTokenizer, PieceDecoder, SentencePieceTokenizer,
-                               from_dict, make_tokenizer, parse_spec, tokenizer_of, train_sentencepiece)
-from fastasr.transcribe import transcribe
-from fastasr.warm_start import init_weights
-
 from asr_helpers import make_shards
 from export_helpers import save_checkpoint, talkative_model, write_audio
+
+from fastasr.cli import main
+from fastasr.errors import UserError
+from fastasr.inference.transcribe import transcribe
+from fastasr.model.config import ModelConfig
+from fastasr.model.transducer import Transducer
+from fastasr.runtime import transcribe as runtime_transcribe
+from fastasr.runtime.model_dir import read_model_dir
+from fastasr.text.normalization import DEFAULT_TEXT
+from fastasr.text.tokenizer import (BLANK_PIECE, MODEL_TYPES, CharTokenizer, PieceDecoder, SentencePieceTokenizer,
+                                    from_dict, parse_spec, tokenizer_of, train_sentencepiece)
+from fastasr.training import checkpoints as ckpt_io
+from fastasr.training.tokenizer import make_tokenizer
+from fastasr.training.warm_start import init_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHABET = DEFAULT_TEXT.alphabet
@@ -83,7 +84,6 @@ def test_pickle_and_dict_round_trip(models):
     d = models["bpe"].to_dict()
     assert d["type"] == "sentencepiece" and d["model_type"] == "bpe" and d["vocab_size"] == 120
     assert isinstance(d["model"], bytes)
-    assert Tokenizer is CharTokenizer  # the old name still works
 
 
 def test_piece_decoder_is_the_tokenizer_decode(models):
@@ -223,7 +223,7 @@ def test_resume_keeps_the_tokenizer_and_refuses_another(bpe_run, shards, tmp_pat
 
 def test_init_from_and_average_compare_tokenizers(bpe_run, tmp_path, capsys):
     source = ckpt_io.load(bpe_run / "last.pt")
-    model = Transducer(ckpt_io.Config.from_dict(source["config"]).model)
+    model = Transducer(ModelConfig.from_dict(source["config"]["model"]))
     assert init_weights(model, source, tokenizer_of(source), "src.pt") == []
     lines = init_weights(model, source, CharTokenizer(ALPHABET), "src.pt")
     assert len(lines) == 1 and "its tokenizer, bpe:48 SentencePiece" in lines[0] and "re-initialised" in lines[0]

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fastasr import checkpoint as ckpt_io
-from fastasr.train import train
-
 from asr_helpers import Crash, crash_at, make_config, make_shards
+
+from fastasr.training import checkpoints as ckpt_io
+from fastasr.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +109,8 @@ def test_torchrun_two_ranks_gloo(shards, tmp_path):
 
 
 READ_BACKS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
-STEP_CODE = tuple(os.path.join("fastasr", f) for f in ("train.py", "train_step.py", "features.py", "model.py"))
+STEP_CODE = tuple(os.path.join("fastasr", *f.split("/")) for f in (
+    "training/loop.py", "training/setup.py", "training/step.py", "model/features.py", "model/transducer.py"))
 
 
 def count_read_backs(patch, reads: list, at: dict) -> None:
@@ -162,8 +162,8 @@ def test_time_limit_is_decided_at_a_sync_point(shards, tmp_path):
 
 
 def test_skip_flag_leaves_fused_adamw_untouched_and_old_state_loads_fused():
-    from fastasr.config import OptimConfig
-    from fastasr.train_step import load_optimizer_state, make_optimizer
+    from fastasr.training.config import OptimConfig
+    from fastasr.training.step import load_optimizer_state, make_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -199,7 +199,7 @@ def test_validation_subset_reads_the_heads_of_a_few_shards_spread_over_val(tmp_p
     import tarfile
 
     from fastasr import sources
-    from fastasr.train import VAL_SHARDS, load_val_subset
+    from fastasr.training.setup import VAL_SHARDS, load_val_subset
 
     assert VAL_SHARDS == 4
     index = make_shards(tmp_path, {"train": [3], "val": [3, 2, 4, 3, 2, 3]})

@@ -11,13 +11,12 @@ import copy
 
 import pytest
 import torch
-
-from fastasr.config import OptimConfig
-from fastasr.data.sample import Batch
-from fastasr.model import log_mel
-from fastasr.train_step import StepParts, make_optimizer, train_step
-
 from asr_helpers import tiny_model
+
+from fastasr.data.sample import Batch
+from fastasr.model.transducer import log_mel
+from fastasr.training.config import OptimConfig
+from fastasr.training.step import StepParts, make_optimizer, train_step
 
 
 class NoAugment(torch.nn.Module):

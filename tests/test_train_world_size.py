@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fastasr import checkpoint as ckpt_io
-
 from asr_helpers import make_shards
+
+from fastasr.training import checkpoints as ckpt_io
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = ["--preset", "tiny", "train.device=cpu", "train.progress=false", "train.ckpt_every=1000", "train.keep=0",

@@ -8,14 +8,13 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
-
-from fastasr.checkpoint import save_atomic
-from fastasr.cli import main
-from fastasr.config import preset
-from fastasr.text import DEFAULT_TEXT
-from fastasr.transcribe import UnreadableAudio, read_audio, split_long, transcribe
-
 from asr_helpers import tiny_model
+
+from fastasr.cli import main
+from fastasr.inference.transcribe import UnreadableAudio, read_audio, split_long, transcribe
+from fastasr.text.normalization import DEFAULT_TEXT
+from fastasr.training.checkpoints import save_atomic
+from fastasr.training.config import preset
 
 
 def write(path, seconds, sr, channels, fmt, subtype):

@@ -9,14 +9,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from asr_helpers import make_config, make_shards
 
-from fastasr import checkpoint as ckpt_io
 from fastasr.cli import main
 from fastasr.errors import UserError
-from fastasr.train import train
-from fastasr.warm_start import VOCAB_PARAMS
-
-from asr_helpers import make_config, make_shards
+from fastasr.training import checkpoints as ckpt_io
+from fastasr.training.loop import train
+from fastasr.training.warm_start import VOCAB_PARAMS
 
 CPU = ["train.device=cpu", "train.progress=false", "data.num_workers=0", "data.max_batch_seconds=2.5",
        "data.val_utterances=2", "train.keep=0"]

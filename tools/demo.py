@@ -151,8 +151,8 @@ def transcribe_inputs(corpus: Path, shards: Path, out: Path, n: int = 3, joined:
     import numpy as np
     import soundfile as sf
 
-    from fastasr.audio_files import SAMPLE_RATE, mono_16k
-    from fastasr.shard_index import read_rejected_tsv
+    from fastasr.audio.files import SAMPLE_RATE, mono_16k
+    from fastasr.shards.index import read_rejected_tsv
 
     rejected = {source for source, _, _ in read_rejected_tsv(shards / "rejected.tsv")}
     accepted = [p for p in sorted((corpus / "public_synth").rglob("*.opus"))

@@ -5,8 +5,8 @@
     unfused joint, on the CPU) and vs torchaudio, on a ragged batch (lengths 1..max), chunk_size 7 and the default.
 (c) forward+backward time (median; CUDA events on GPU) and peak memory of fused vs torchaudio (joint included) and vs
     fastasr's loss on materialised logits, at the benchmark and a real-batch shape, fp32 and bf16; the targets.
-(d) fastasr.features.LogMel on the device vs on the CPU: max abs difference and time per batch.
-(e) a few minutes of training (fastasr.train.train): hours of audio per device-hour, step time, data-wait share, CER.
+(d) fastasr.model.features.LogMel on the device vs on the CPU: max abs difference and time per batch.
+(e) a few minutes of training (fastasr.training.loop.train): hours of audio per device-hour, step time, data-wait share, CER.
 The table is printed last; --out FILE gets the JSON (rewritten after every section, so a timeout keeps what was
 done) and FILE with .md the markdown table. Exit status 1 if a check failed (FAIL / FAILED), else 0; MISS (a missed
 performance target) only reports, unless --fail-on-miss.
@@ -368,7 +368,7 @@ def target(ctx: Ctx, res: dict, check: str, what: str, limit: float) -> None:
 
 def check_logmel(ctx: Ctx) -> dict:
     """(d) LogMel on the device vs on the CPU; on a CPU-only run, float32 vs its float64 path instead."""
-    from fastasr.features import LogMel
+    from fastasr.model.features import LogMel
 
     n, (lo, hi) = ctx.sizes["mel_utts"], ctx.sizes["mel_seconds"]
     rng = np.random.default_rng(0)
@@ -409,9 +409,9 @@ def check_logmel(ctx: Ctx) -> dict:
 
 
 def check_training(ctx: Ctx) -> dict:
-    """(e) fastasr.train.train for max_minutes on the given shards (or tiny ones made here): its summary dict."""
-    from fastasr.config import preset
-    from fastasr.train import train
+    """(e) fastasr.training.loop.train for max_minutes on the given shards (or tiny ones made here): its summary dict."""
+    from fastasr.training.config import preset
+    from fastasr.training.loop import train
 
     shards = ctx.shards or make_tiny_shards(ctx.tmp / "shards")
     minutes = min(ctx.sizes["train_minutes"], (ctx.left() - 45) / 60)  # the last validation and exit need time

@@ -18,7 +18,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastasr import checkpoint as ckpt_io
+    from fastasr.training import checkpoints as ckpt_io
 
     out = Path(args.out)
     if out.is_dir():

@@ -23,7 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Every argument mistake as a UserError, before a model is loaded."""
-    from fastasr.shard_index import open_index
+    from fastasr.shards.index import open_index
 
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint {args.checkpoint} does not exist (a .pt file written by `fastasr train`)")
@@ -40,7 +40,7 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check(args)
-    from fastasr.evaluate import evaluate
+    from fastasr.inference.evaluate import evaluate
 
     m = evaluate(args.checkpoint, args.data, args.split, args.out, beam=args.beam, device=args.device,
                  max_batch_seconds=args.max_batch_seconds, num_workers=args.workers, limit=args.limit)

@@ -17,7 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when the directory is written. A user mistake (missing or unreadable checkpoint, --out taken by
     something else, onnx / onnxruntime not installed) is a UserError: one line, exit 2."""
-    from fastasr.export import export
+    from fastasr.inference.export import export
 
     out = export(args.checkpoint, args.out, quantize=args.quantize)
     files = sorted(p.name for p in out.iterdir())

@@ -1,12 +1,12 @@
 """`fastasr index SHARD_URL… --out DIR/index.json`: index WebDataset shards that other tools wrote (thin CLI over
-`fastasr.wds_index.index_shards`)."""
+`fastasr.shards.foreign.index_shards`)."""
 
 from __future__ import annotations
 
 import argparse
 
 from fastasr.commands.args import positive_int
-from fastasr.split import SPLITS
+from fastasr.corpus.split import SPLITS
 
 EPILOG = """\
 SHARD_URL is a local path, file://…, https://…, s3://… (credentials as s3fs reads them), or pipe:CMD (CMD writes
@@ -45,8 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastasr.text import TextConfig
-    from fastasr.wds_index import format_summary, index_shards
+    from fastasr.shards.foreign import format_summary, index_shards
+    from fastasr.text.normalization import TextConfig
 
     result = index_shards(
         args.urls, args.out, split=args.split, transcript=args.transcript, workers=args.workers,

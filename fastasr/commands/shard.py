@@ -1,15 +1,15 @@
-"""`fastasr shard SOURCE OUT`: pack a corpus into WebDataset shards (thin CLI over `fastasr.shard.build_shards`)."""
+"""`fastasr shard SOURCE OUT`: pack a corpus into WebDataset shards (thin CLI over `fastasr.shards.writer.build_shards`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from fastasr.audio_check import VERIFY_MODES
 from fastasr.commands.args import non_negative_float, positive_int
+from fastasr.corpus.checks import Filters
+from fastasr.corpus.grouping import GROUP_RULES
+from fastasr.corpus.verify import VERIFY_MODES
 from fastasr.errors import UserError
-from fastasr.grouping import GROUP_RULES
-from fastasr.row_check import Filters
 
 EPILOG = """\
 SOURCE is one of
@@ -70,11 +70,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastasr.grouping import parse_group_by
-    from fastasr.shard import ShardOptions, build_shards, format_summary
-    from fastasr.shard_index import merge_parts
-    from fastasr.split import parse_fractions, parse_part
-    from fastasr.text import TextConfig
+    from fastasr.corpus.grouping import parse_group_by
+    from fastasr.corpus.split import parse_fractions, parse_part
+    from fastasr.shards.index import merge_parts
+    from fastasr.shards.writer import ShardOptions, build_shards, format_summary
+    from fastasr.text.normalization import TextConfig
 
     if args.merge:
         if args.source or args.out:

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     error (exit 2, from cli.main)."""
     import tarfile
 
-    from fastasr.stats import compute_stats, format_table
+    from fastasr.shards.stats import compute_stats, format_table
 
     try:
         summary = compute_stats(args.path, args.plots)

@@ -3,7 +3,7 @@
 [section.field=value…]`
 
 Settings: the preset, then what the run continues (--resume: the run's model, optim and data settings;
---init-from: the checkpoint's model settings), then the --config file, then the overrides (fastasr.config);
+--init-from: the checkpoint's model settings), then the --config file, then the overrides (fastasr.training.config);
 `--print-config` shows the result, every setting by its override name, without needing --data.
 
 The same command line runs single-process and under `torchrun --nproc_per_node N -m fastasr train …`. The run
@@ -23,7 +23,7 @@ from fastasr.errors import UserError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from fastasr.config import PRESETS
+    from fastasr.training.config import PRESETS
 
     p.add_argument("--data", metavar="DIR", help="shard directory (with index.json; required)")
     p.add_argument("--run-dir", "--exp-dir", dest="run_dir", metavar="RUN_DIR",
@@ -51,7 +51,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "differs) and exit")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
                    help="e.g. model.d_model=128 optim.lr=1e-3 data.num_workers=2 train.val_every=100 "
-                        "(sections: model, optim, data, train; see fastasr/config.py)")
+                        "(sections: model, optim, data, train; see fastasr/training/config.py)")
 
 
 def _continued(args: argparse.Namespace, run_dir) -> dict | None:
@@ -62,12 +62,12 @@ def _continued(args: argparse.Namespace, run_dir) -> dict | None:
 
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     if args.resume and last is not None and last.is_file():
-        from fastasr import checkpoint as ckpt_io
+        from fastasr.training import checkpoints as ckpt_io
 
         saved = ckpt_io.load(last)["config"]
         return {k: saved[k] for k in ("model", "optim", "data") if k in saved}
     if args.init_from is not None:
-        from fastasr import checkpoint as ckpt_io
+        from fastasr.training import checkpoints as ckpt_io
 
         model = dict(ckpt_io.load(args.init_from)["config"]["model"])
         model.pop("vocab_size", None)  # this run's tokenizer decides it
@@ -78,7 +78,7 @@ def _continued(args: argparse.Namespace, run_dir) -> dict | None:
 def _settings_file(path) -> dict:
     """A --config file's sections. A "tokenizer" entry (RUN_DIR/config.json records the run's) is no setting: the
     tokenizer is the --tokenizer option's, so it is dropped, saying so."""
-    from fastasr.config import load_file
+    from fastasr.training.config import load_file
 
     file = load_file(path)
     if "tokenizer" in file:
@@ -93,8 +93,8 @@ def resolve(args: argparse.Namespace):
     checkpoint must be read (--resume, --init-from)."""
     from pathlib import Path
 
-    from fastasr.config import preset
-    from fastasr.shard_index import open_index
+    from fastasr.shards.index import open_index
+    from fastasr.training.config import preset
 
     extra = []
     if args.max_steps is not None:
@@ -112,7 +112,7 @@ def resolve(args: argparse.Namespace):
         raise UserError(f"--init-from {args.init_from}: no such checkpoint (a .pt file written by `fastasr train` "
                         "or `fastasr average`)")
     if args.tokenizer is not None:
-        from fastasr.tokenizer import parse_spec
+        from fastasr.text.tokenizer import parse_spec
 
         parse_spec(args.tokenizer)  # here, on every rank, so that a mistake stops them all at once
     config = preset(args.preset, [*args.overrides, *extra], base=_continued(args, run_dir),
@@ -140,14 +140,14 @@ def resolve(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     data, run_dir, config = resolve(args)
     if args.print_config:
-        from fastasr.config import describe
+        from fastasr.training.config import describe
 
         print("\n".join(describe(config)))
         return 0
 
     import torch.distributed as dist
 
-    from fastasr.train import train
+    from fastasr.training.loop import train
 
     train(data, run_dir, config, resume=args.resume, init_from=args.init_from, tokenizer=args.tokenizer)
     # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;

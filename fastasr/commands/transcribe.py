@@ -31,7 +31,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _transcripts(args: argparse.Namespace, progress: bool):
-    from fastasr.audio_files import QUIET_FRAME, SAMPLE_RATE
+    from fastasr.audio.files import QUIET_FRAME, SAMPLE_RATE
 
     shortest = 3 * QUIET_FRAME / SAMPLE_RATE  # a cut is searched in the last third, in 20-ms frames
     if args.max_piece_seconds < shortest:
@@ -46,7 +46,7 @@ def _transcripts(args: argparse.Namespace, progress: bool):
         return iter_transcripts(args.model, args.audio, precision="int8" if args.int8 else "float", **common)
     if args.int8:
         raise UserError("--int8 applies to --model EXPORT_DIR, not to --checkpoint")
-    from fastasr.transcribe import iter_transcripts
+    from fastasr.inference.transcribe import iter_transcripts
 
     return iter_transcripts(args.checkpoint, args.audio, beam=args.beam, device=args.device, **common)
 

@@ -13,7 +13,7 @@ import json
 from functools import lru_cache
 
 from fastasr import sources
-from fastasr.shard_index import DURATIONS_FORMAT as FORMAT  # written there (torch-free: `fastasr shard`, `index`)
+from fastasr.shards.index import DURATIONS_FORMAT as FORMAT  # written there (torch-free: `fastasr shard`, `index`)
 
 
 class DurationsTable:

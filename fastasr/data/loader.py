@@ -35,7 +35,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fastasr import sources
-from fastasr.text import TextConfig, Tokenizer
+from fastasr.text.normalization import TextConfig
+from fastasr.text.tokenizer import CharTokenizer
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
@@ -247,7 +248,7 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         split=split,
         shards=tuple(s["path"] for s in entry["shards"]),
         shard_samples=tuple(int(s.get("groups", s["samples"])) for s in entry["shards"]),
-        tokenizer=tokenizer if tokenizer is not None else Tokenizer.from_index(index),
+        tokenizer=tokenizer if tokenizer is not None else CharTokenizer.from_index(index),
         max_batch_seconds=float(max_batch_seconds),
         max_batch_size=max_batch_size,
         bucket_edges=tuple(bucket_edges) if bucket_edges is not None else geometric_edges(),

@@ -17,15 +17,15 @@ import numpy as np
 import soundfile as sf
 
 from fastasr import sources
-from fastasr.audio_files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
+from fastasr.audio.files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
 from fastasr.kernels import normalize_preemphasize
-from fastasr.text import TextConfig, TextRejected, normalize
-from fastasr.wds_scan import split_name  # WebDataset's KEY/extension rule, shared with `fastasr index`
+from fastasr.shards.scan import split_name  # WebDataset's KEY/extension rule, shared with `fastasr index`
+from fastasr.text.normalization import TextConfig, TextRejected, normalize
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget
 from .durations import durations_table
 from .errors import SampleError
-from .sample import AUDIO_EXTENSIONS, Batch, PlannedBatch, Piece, Sample, TarGroup
+from .sample import AUDIO_EXTENSIONS, Batch, Piece, PlannedBatch, Sample, TarGroup
 
 Handler = Callable[[BaseException, "str | None", str], None]
 

@@ -4,14 +4,14 @@
     transcribe("export_dir", ["a.opus", "b.wav"])                    # [(path, text), …]
     transcribe("export_dir", paths, precision="int8", threads=2)    # the quantised graphs
 
-The same audio path as `fastasr transcribe --checkpoint` (fastasr.audio_files: any rate and channel count, long
-recordings cut at quiet points, length-sorted batches, input order), the log-mel in NumPy (fastasr.mel) and the
+The same audio path as `fastasr transcribe --checkpoint` (fastasr.audio.files: any rate and channel count, long
+recordings cut at quiet points, length-sorted batches, input order), the log-mel in NumPy (fastasr.audio.mel) and the
 checkpoint's greedy decoding over the encoder / predictor / joiner graphs (fastasr.runtime.transducer). Importing
 this package imports neither torch nor onnxruntime; onnxruntime is loaded with the first model. Nothing here may
 import torch: tests/test_runtime.py runs it in a process where torch cannot be imported.
 """
 
-from fastasr.audio_files import Transcript, UnreadableAudio
+from fastasr.audio.files import Transcript, UnreadableAudio
 from fastasr.errors import UserError
 from fastasr.runtime.model_dir import ModelDir, read_model_dir
 from fastasr.runtime.transducer import OnnxTransducer, iter_transcripts, transcribe

@@ -13,7 +13,7 @@
                          or {"format", "type": "sentencepiece", "model_type": "bpe"|"unigram", "blank_id": 0,
                          "tokens": ["<blank>", "<unk>", "▁при", …], "silent_ids": [0, 1], "space": "▁",
                          "model": "tokenizer.model"}: text is the pieces joined, "▁" a space, stripped, the
-                         silent ids (blank, <unk>, control pieces) left out (fastasr.tokenizer.join_pieces)
+                         silent ids (blank, <unk>, control pieces) left out (fastasr.text.tokenizer.join_pieces)
     DIR/tokenizer.model  the SentencePiece model itself (sentencepiece tokenizers), for other runtimes
     DIR/model.json       everything a front end and a decoder need: audio (rate, downmix, peak normalisation,
                          pre-emphasis), features (every log-mel setting), encoder subsampling, predictor state
@@ -31,10 +31,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastasr.audio_files import SAMPLE_RATE
+from fastasr.audio.files import SAMPLE_RATE
+from fastasr.audio.mel import MelSettings
 from fastasr.errors import UserError
-from fastasr.mel import MelSettings
-from fastasr.tokenizer import BLANK, MODEL_FILE, SPACE_PIECE, CharTokenizer, PieceDecoder
+from fastasr.text.tokenizer import BLANK, MODEL_FILE, SPACE_PIECE, CharTokenizer, PieceDecoder
 
 FORMAT = "fastasr-onnx/1"
 TOKENIZER_FORMAT = "fastasr-tokenizer/1"
@@ -52,7 +52,7 @@ IO = {
     "joiner": ({"encoder_out": ["N", "J"], "predictor_out": ["N", "J"]}, {"logits": ["N", "V"]}),
 }
 DYNAMIC_AXES = ("N", "T", "T_out")
-# How the features are computed beyond MelSettings' numbers: fastasr.mel.log_mel computes exactly this.
+# How the features are computed beyond MelSettings' numbers: fastasr.audio.mel.log_mel computes exactly this.
 FEATURE_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center": True, "pad_mode": "constant",
                   "power": 2.0, "mel_scale": "slaney", "mel_norm": "slaney", "log": "natural",
                   "normalization": "per_utterance_mean_var"}  # applied when features.normalize is true
@@ -63,7 +63,7 @@ def graph_file(graph: str, precision: str = "float") -> str:
 
 
 def tokenizer_json(tokenizer) -> dict:
-    """tokenizer.json for a fastasr.tokenizer tokenizer (char or sentencepiece)."""
+    """tokenizer.json for a fastasr.text.tokenizer tokenizer (char or sentencepiece)."""
     out = {"format": TOKENIZER_FORMAT, "type": tokenizer.kind, "blank_id": BLANK, "tokens": tokenizer.pieces()}
     if tokenizer.kind == "sentencepiece":
         out.update(model_type=tokenizer.model_type, silent_ids=sorted(tokenizer.silent_ids), space=SPACE_PIECE,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastasr.audio_files import Transcript, transcribe_files
+from fastasr.audio.files import Transcript, transcribe_files
+from fastasr.audio.mel import log_mel
 from fastasr.errors import UserError
-from fastasr.mel import log_mel
 from fastasr.runtime.model_dir import GRAPHS, IO, PRECISIONS, read_model_dir
 
 
@@ -48,8 +48,8 @@ def _session(ort, path: Path, graph: str, options, expect: dict):
 class OnnxTransducer:
     """The graphs of an export directory, float or int8, in onnxruntime sessions on the CPU.
 
-    `model(pieces)` transcribes normalised 16-kHz pieces (see fastasr.audio_files) as one batch, the checkpoint's
-    greedy decoding step for step (fastasr.decode.greedy_batch).
+    `model(pieces)` transcribes normalised 16-kHz pieces (see fastasr.audio.files) as one batch, the checkpoint's
+    greedy decoding step for step (fastasr.model.decode.greedy_batch).
     """
 
     def __init__(self, model_dir: str | os.PathLike, *, precision: str = "float", threads: int = 0):
@@ -121,7 +121,7 @@ def iter_transcripts(model_dir: str | os.PathLike, paths: Iterable[str | os.Path
                      max_piece_seconds: float = 30.0, on_error: str = "raise",
                      progress: bool = False) -> Iterator[Transcript]:
     """A Transcript for each file, in the order given: the same reading, cutting, batching and order as
-    fastasr.transcribe.iter_transcripts, with the exported graphs instead of the checkpoint."""
+    fastasr.inference.transcribe.iter_transcripts, with the exported graphs instead of the checkpoint."""
     model = OnnxTransducer(model_dir, precision=precision, threads=threads)
     return transcribe_files(paths, model, batch_seconds=batch_seconds, max_piece_seconds=max_piece_seconds,
                             preemphasis=model.dir.preemphasis, on_error=on_error, progress=progress)

@@ -1,0 +1,141 @@
+"""A corpus row and the helpers every corpus reader shares: keys, segment rows, manifest lines, paths.
+
+A `Row` is one input row, before anything is read from disk. Checking it (does the audio exist, is the transcript
+UTF-8, …) is the shard writer's job (checks.py), so that every row — good or bad — is accounted for in one place.
+Readers only reject what cannot become a row at all (a malformed manifest line, a span that cannot exist), as
+`Row(reject=…)`. A row with an `offset` is a segment: the span [offset, offset + length) of its audio file (length
+None: to the end), a sample of its own (segments.py cuts it out).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+from fastasr.errors import UserError
+
+AUDIO_EXTENSIONS = (".opus", ".wav", ".flac")
+# Other files libsndfile decodes (a manifest may name them): their samples are stored as FLAC/WAV (segments.py).
+DECODED_EXTENSIONS = (".mp3", ".ogg", ".oga", ".aiff", ".aif")
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One input row. `source` is the audio path relative to the corpus root (the transcript's when there is no
+    audio), `audio`/`text_path` are absolute or None, `text` is an inline transcript (manifests) or None.
+
+    `offset`/`length` (seconds) make the row a segment of its audio; `channel` picks one channel of a multi-channel
+    recording (None: all of them, downmixed by the loader as for a whole file); `speaker` feeds `--group-by`."""
+
+    source: str
+    audio: str | None
+    text_path: str | None = None
+    text: str | None = None
+    reject: str | None = None  # a reason already known when reading the listing
+    detail: str = ""
+    offset: float | None = None
+    length: float | None = None
+    channel: int | None = None
+    speaker: str | None = None
+
+    @property
+    def is_segment(self) -> bool:
+        return self.offset is not None
+
+    @property
+    def end(self) -> float:
+        """End of the span in the recording, s (inf: to the end of the file)."""
+        if self.offset is None or self.length is None:
+            return math.inf
+        return self.offset + self.length
+
+    @property
+    def key(self) -> str:
+        if self.offset is None:
+            return make_key(self.source)
+        end = "end" if self.length is None else f"{round(self.end * 1000):08d}"
+        channel = "" if self.channel is None else f"-c{self.channel}"
+        return f"{make_key(self.source)}_{round(self.offset * 1000):08d}-{end}{channel}"
+
+    @property
+    def label(self) -> str:
+        """How rejected.tsv names the row: the source, and for a segment its span."""
+        if self.offset is None:
+            return self.source
+        end = "end" if self.length is None else f"{self.end:.3f}"
+        channel = "" if self.channel is None else f" channel {self.channel}"
+        return f"{self.source}@{self.offset:.3f}-{end}{channel}"
+
+
+def make_key(source: str) -> str:
+    """KEY of a sample: the source path without its extension, '.' in the last component escaped.
+
+    WebDataset splits key from extension at the first dot of the basename, so `a/b.c.opus` must become `a/b%2Ec`;
+    '%' itself is escaped first so the mapping stays one-to-one. A segment's key adds its span in milliseconds:
+    `a/b_00001500-00003000` (see Row.key), the same whichever manifest named it.
+    """
+    stem, ext = os.path.splitext(source)
+    if ext.lower() not in AUDIO_EXTENSIONS + DECODED_EXTENSIONS + (".txt",):
+        stem = source
+    head, _, base = stem.rpartition("/")
+    base = base.replace("%", "%25").replace(".", "%2E")
+    return f"{head}/{base}" if head else base
+
+
+def span_row(source: str, audio: str, offset, length, where: str, **fields) -> Row:
+    """A segment row from a manifest's numbers, or the row rejected with why the span cannot exist (named by
+    `where`, the manifest line, when the numbers are not numbers)."""
+    try:
+        offset, length = float(offset), None if length is None else float(length)
+        numbers = math.isfinite(offset) and (length is None or math.isfinite(length))
+    except (TypeError, ValueError):
+        numbers = False
+    if not numbers:
+        return Row(where, None, reject="manifest_malformed", detail=f"{source}: offset {offset!r}, duration {length!r}")
+    row = Row(source, audio, offset=offset, length=length, **fields)
+    if offset < 0:
+        return replace(row, reject="segment_out_of_range", detail=f"starts at {offset} s, before the audio")
+    if length is not None and length <= 0:
+        return replace(row, reject="segment_empty", detail=f"duration {length} s")
+    return row
+
+
+def manifest_lines(path: Path) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) of each non-blank line of a manifest, gzip-compressed or not (told by its first bytes);
+    text is None for a line that is not UTF-8, which the reader rejects as that row. A file that cannot be read
+    at all (a broken gzip stream) is a UserError naming it."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    yield lineno, None
+                    continue
+                if line.strip():
+                    yield lineno, line
+    except (OSError, EOFError) as err:
+        raise UserError(f"manifest {path} cannot be read: {err}") from None
+
+
+def malformed(path: Path, lineno: int, detail: str, reason: str = "manifest_malformed") -> Row:
+    return Row(source=f"{path.name}:{lineno}", audio=None, reject=reason, detail=detail)
+
+
+def resolve(p: str, root: Path) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else root / path
+
+
+def relative(p: str, root: Path) -> str:
+    """Path relative to the corpus root; an absolute path outside it keeps its full path minus the leading '/'."""
+    path = Path(os.path.abspath(resolve(p, root)))
+    try:
+        return path.relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return Path(*path.parts[1:]).as_posix()

@@ -1,0 +1,1 @@
+"""Using a trained model: `fastasr eval`, `fastasr transcribe --checkpoint`, and `fastasr export`."""

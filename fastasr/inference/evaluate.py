@@ -1,0 +1,47 @@
+"""`fastasr eval`: decode a split with a checkpoint and score it (fastasr.text.scoring), metrics.json and a
+per-utterance TSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from fastasr.model.checkpoint import load_model, pick_device
+from fastasr.model.decode import transcribe_loader
+from fastasr.text.scoring import score, utterance_errors
+
+
+def write_tsv(rows: list[tuple[str, str, str]], path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\")
+        w.writerow(["key", "reference", "hypothesis", "errors"])
+        for key, ref, hyp in rows:
+            w.writerow([key, ref, hyp, utterance_errors(ref, hyp)])
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
+             out: str | os.PathLike | None = None, *, beam: int = 1, device: str = "auto",
+             max_batch_seconds: float = 200.0, num_workers: int = 1, limit: int | None = None) -> dict:
+    """Decode a split with a checkpoint; returns the metrics and, with `out`, writes metrics.json + utterances.tsv."""
+    from fastasr.data import build_loader
+    from fastasr.model.transducer import log_mel
+
+    dev = pick_device(device)
+    model, tokenizer, config = load_model(checkpoint, dev)
+    frontend = log_mel(config).to(dev)
+    # The loader's tokens go unused (references are the texts), so it keeps the data's own character tokens: an
+    # utterance the model's tokenizer could not encode is still scored, not skipped.
+    loader = build_loader(data, split, max_batch_seconds=max_batch_seconds, num_workers=num_workers,
+                          shuffle=False, infinite=False, rank=0, world_size=1)
+    rows = list(transcribe_loader(model, tokenizer, frontend, loader, dev, beam=beam, limit=limit))
+    rows.sort()
+    metrics = score([r for _, r, _ in rows], [h for _, _, h in rows])
+    metrics.update(split=split, beam=beam, checkpoint=str(checkpoint), tokenizer=tokenizer.describe())
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+        write_tsv(rows, out / "utterances.tsv")
+    return metrics

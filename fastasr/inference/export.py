@@ -1,0 +1,222 @@
+"""`fastasr export`: a checkpoint → the ONNX graphs, tokenizer and front-end settings of fastasr.runtime.model_dir.
+
+Three graphs, cut where a transducer runtime loops (icefall's export-onnx.py, sherpa-onnx): the encoder runs once
+per batch (batch and time dynamic); the predictor runs one label step with its LSTM state in and out, so the
+decoder owns the state and can keep, select or reorder it per hypothesis; the joiner is one (N, J) + (N, J) → (N, V)
+step. The joiner's two input projections travel with the encoder and predictor graphs (`Transducer.encode` and
+`predict` already apply them), so each decoding step pays only tanh and the output layer.
+
+The graphs come from torch's TorchScript-based exporter (`dynamo=False`, opset 17): it exports this model in
+seconds, where the torch.export-based one took minutes and needs onnxscript besides. Every graph then passes the
+ONNX checker (full_check: types and shapes) and an onnxruntime run on inputs of another batch size and length than
+the traced ones, compared with torch (the largest differences are recorded in model.json's `check`).
+`quantize="int8"` adds onnxruntime's dynamic quantisation of each graph (int8 weights, activations quantised per
+call) as *.int8.onnx beside the float graphs, never instead of them.
+
+The directory is written under a temporary name next to OUT and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastasr.audio.files import PREEMPHASIS
+from fastasr.audio.mel import MelSettings
+from fastasr.errors import UserError
+from fastasr.model.checkpoint import load, weights_digest
+from fastasr.model.config import ModelConfig
+from fastasr.model.decode import MAX_SYMBOLS
+from fastasr.model.transducer import Transducer, count_parameters, log_mel
+from fastasr.runtime.model_dir import (DYNAMIC_AXES, GRAPHS, IO, MODEL_JSON, TOKENIZER_JSON, graph_file, model_json,
+                                       tokenizer_json)
+from fastasr.text.tokenizer import MODEL_FILE, tokenizer_of
+
+OPSET = 17
+QUANTIZE = ("int8",)
+CHECK_TOLERANCE = 1e-3  # float graph vs torch, max abs difference on the check inputs; above it is an export bug
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model: Transducer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features, feature_lengths):
+        return self.model.encode(features, feature_lengths)  # (N, T', J), (N,)
+
+
+class _Predictor(nn.Module):
+    def __init__(self, model: Transducer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, h, c):
+        out, (h, c) = self.model.predict(tokens[:, None], (h, c))  # (N, 1, J)
+        return out[:, 0], h, c
+
+
+class _Joiner(nn.Module):
+    def __init__(self, model: Transducer):
+        super().__init__()
+        self.joiner = model.joiner
+
+    def forward(self, encoder_out, predictor_out):
+        return self.joiner(encoder_out, predictor_out)  # (N, V)
+
+
+def _inputs(model: Transducer, batch: int, frames: int, seed: int) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Example inputs for each graph: `batch` rows, the longest `frames` feature frames, the others shorter."""
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.linspace(frames, max(1, frames // 3), batch).round().long()
+    state = torch.randn(c.pred_layers, batch, c.pred_hidden, generator=g)
+    return {
+        "encoder": (torch.randn(batch, frames, c.n_mels, generator=g), lens),
+        "predictor": (torch.randint(0, c.vocab_size, (batch,), generator=g), state, torch.randn_like(state)),
+        "joiner": (torch.randn(batch, c.joint_dim, generator=g), torch.randn(batch, c.joint_dim, generator=g)),
+    }
+
+
+def _export_graph(module: nn.Module, args: tuple, path: Path, graph: str) -> None:
+    inputs, outputs = IO[graph]
+    axes = {name: {i: a for i, a in enumerate(dims) if a in DYNAMIC_AXES}
+            for name, dims in {**inputs, **outputs}.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice (see above)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # loops over fixed sizes (heads, q/k/v)
+        # The predictor takes its LSTM state as inputs, which is what this warning asks for.
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=list(inputs),
+                          output_names=list(outputs), dynamic_axes={k: v for k, v in axes.items() if v})
+
+
+def _max_diff(session, module: nn.Module, args: tuple, graph: str) -> float:
+    with torch.no_grad():
+        want = module(*args)
+    want = want if isinstance(want, tuple) else (want,)
+    got = session.run(None, {name: a.numpy() for name, a in zip(IO[graph][0], args)})
+    return max(float(np.abs(g - w.numpy()).max()) if g.size else 0.0 for g, w in zip(got, want))
+
+
+def _check(path: Path, module: nn.Module, args: tuple, graph: str) -> float:
+    """ONNX checker, then onnxruntime against torch on `args`; the largest absolute difference."""
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(str(path), full_check=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return _max_diff(session, module, args, graph)
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / src.name
+        quant_pre_process(str(src), str(prepared))  # shape inference + graph optimisation, as onnxruntime advises
+        quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
+
+
+def _write_graphs(model: Transducer, out: Path, quantize: str | None) -> dict[str, dict[str, float]]:
+    """The float graphs (and the quantised copies) in `out`, each checked; {precision: {graph: max |diff|}}."""
+    c = model.config
+    # In eval mode themselves: the exporter puts a module back into its own mode afterwards, recursively, and a
+    # wrapper left in train mode would switch the model's dropout on for the checks below.
+    modules = {"encoder": _Encoder(model).eval(), "predictor": _Predictor(model).eval(),
+               "joiner": _Joiner(model).eval()}
+    traced = _inputs(model, batch=2, frames=16 * c.subsampling, seed=0)
+    checked = _inputs(model, batch=3, frames=23 * c.subsampling + 5, seed=1)  # other sizes: the axes are dynamic
+    check: dict[str, dict[str, float]] = {"float": {}}
+    for g in GRAPHS:
+        _export_graph(modules[g], traced[g], out / graph_file(g), g)
+        check["float"][g] = diff = _check(out / graph_file(g), modules[g], checked[g], g)
+        if not diff <= CHECK_TOLERANCE:
+            raise RuntimeError(f"exported {g} differs from torch by {diff:.3g} (> {CHECK_TOLERANCE})")
+    if quantize:
+        check[quantize] = {}
+        for g in GRAPHS:
+            _quantize(out / graph_file(g), out / graph_file(g, quantize))
+            check[quantize][g] = _check(out / graph_file(g, quantize), modules[g], checked[g], g)
+    return check
+
+
+def _load(checkpoint: Path) -> tuple[Transducer, dict]:
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: no such checkpoint (expected a file written by `fastasr train`)")
+    try:
+        ckpt = load(checkpoint)
+        model = Transducer(ModelConfig.from_dict(ckpt["config"]["model"]))
+        model.load_state_dict(ckpt["model"])
+    except Exception as exc:  # torch.load's and load_state_dict's errors name no single type
+        raise UserError(f"{checkpoint}: not a fastasr checkpoint ({type(exc).__name__}: {exc})") from None
+    return model.eval(), ckpt
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MODEL_JSON).is_file())):
+        raise UserError(f"{out}: exists and is not a fastasr export directory; choose another --out")
+
+
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None) -> Path:
+    """Write the export directory `out` for `checkpoint` (replacing an earlier export there); returns `out`."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UserError(f"--quantize {quantize!r}: choose from {list(QUANTIZE)}")
+    _prepare_out(out)
+    versions = _onnx_versions()
+    model, ckpt = _load(checkpoint)
+    tokenizer = tokenizer_of(ckpt, checkpoint)
+    c = model.config
+    fe = log_mel(c)
+    mel = MelSettings(sample_rate=fe.sample_rate, n_fft=fe.n_fft, win_length=fe.win_length,
+                      hop_length=fe.hop_length, n_mels=fe.n_mels, f_min=fe.f_min, f_max=fe.f_max,
+                      log_floor=fe.log_floor, normalize=fe.normalize, norm_eps=fe.norm_eps)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would follow the directory through the rename
+    try:
+        check = _write_graphs(model, tmp, quantize)
+        source = {"checkpoint": str(checkpoint), "step": ckpt.get("step"), "weights_sha256": weights_digest(model),
+                  "parameters": count_parameters(model), "model_config": asdict(c),
+                  "torch": torch.__version__, **versions}
+        meta = model_json(mel=mel, preemphasis=PREEMPHASIS, subsampling=c.subsampling, encoder_dim=c.joint_dim,
+                          pred_layers=c.pred_layers, pred_hidden=c.pred_hidden, vocab_size=c.vocab_size,
+                          max_symbols=MAX_SYMBOLS, precisions=list(check), opset=OPSET, source=source,
+                          check={p: {g: float(f"{d:.3g}") for g, d in v.items()} for p, v in check.items()})
+        _write_json(tmp / TOKENIZER_JSON, tokenizer_json(tokenizer))
+        if tokenizer.kind == "sentencepiece":  # for other runtimes (sherpa-onnx and the like); ours reads the json
+            (tmp / MODEL_FILE).write_bytes(tokenizer.model)
+        _write_json(tmp / MODEL_JSON, meta)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _onnx_versions() -> dict[str, str]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError(f"fastasr export needs onnx and onnxruntime ({exc}): pip install 'fastasr[export]'") from None
+
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

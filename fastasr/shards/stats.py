@@ -1,0 +1,202 @@
+"""Statistics of a shard directory: counts, hours, duration and speaking-rate percentiles, rejects, plots.
+
+Everything comes from index.json, the durations tables and the shards' `.json`/`.txt` members; audio members are
+skipped over unread (no decode), so stats over a whole corpus cost about as much as reading the tar headers. The
+shards may be remote (fastasr.sources) or another tool's (indexed by `fastasr index`).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastasr import sources
+from fastasr.corpus.checks import chars_per_second
+from fastasr.corpus.split import SPLITS
+from fastasr.shards.index import open_index
+from fastasr.shards.scan import raw_transcript, split_name
+from fastasr.text.normalization import TextConfig, normalize
+
+PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+
+
+@dataclass
+class SplitStats:
+    durations: list[float] = field(default_factory=list)
+    words: list[int] = field(default_factory=list)
+    cps: list[float] = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)  # `--group-by` groups of the samples (their KEY.json "group")
+
+
+def load_index(path: str | Path) -> tuple[Path | str, dict]:
+    return open_index(path, "PATH", allow_file=True)
+
+
+def iter_shard_records(url: str, durations: list | None = None, origin: dict | None = None,
+                       text: TextConfig | None = None):
+    """(key, duration, text, group) per usable sample of one shard, reading only the small members (through
+    fastasr.sources: local, pipe:, URLs). Durations come from the split's durations table when there is one
+    (`durations`: this shard's list, tar order), else from KEY.json; shards other tools wrote (`origin`, from
+    `fastasr index`) give their transcript by its rule, normalised with `text`; their unusable samples (null in
+    the table) are left out, as the loader leaves them out."""
+    rule = (origin or {}).get("transcript", "txt")
+    with sources.open_input(url) as f, tarfile.open(fileobj=f, mode="r:" if f.seekable() else "r|") as tar:
+        ordinal, key, members = -1, None, {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            k, ext = split_name(member.name)
+            if k != key:
+                if key is not None:
+                    yield from _record(key, ordinal, members, durations, origin, rule, text)
+                ordinal, key, members = ordinal + 1, k, {}
+            if ext in ("json", "txt"):
+                members[ext] = tar.extractfile(member).read()  # audio bytes are skipped, by seeking where possible
+        if key is not None:
+            yield from _record(key, ordinal, members, durations, origin, rule, text)
+
+
+def _record(key, ordinal, members, durations, origin, rule, text):
+    duration = None
+    if durations is not None:
+        duration = durations[ordinal] if ordinal < len(durations) else None
+        if duration is None:
+            return
+    info = json.loads(members["json"]) if "json" in members else {}
+    if duration is None:
+        duration = info["duration"]
+    if origin is None:
+        transcript = members["txt"].decode("utf-8")
+    else:
+        transcript = normalize(raw_transcript(members, rule), text)
+    yield key, float(duration), transcript, info.get("group") if isinstance(info, dict) else None
+
+
+def collect(root, index: dict) -> dict[str, SplitStats]:
+    out = {}
+    origin = index.get("origin")
+    text = TextConfig.from_dict(index["text"]) if origin is not None else None
+    for split in [s for s in SPLITS if s in index["splits"]]:  # an index of foreign shards may lack a split
+        st = SplitStats()
+        entry = index["splits"][split]
+        table = None
+        if entry.get("durations"):
+            table = json.loads(sources.read_bytes(sources.join(str(root), entry["durations"])))["shards"]
+        for shard in entry.get("shards", []):
+            values = table.get(shard["path"]) if table is not None else None
+            for key, duration, transcript, group in iter_shard_records(sources.join(str(root), shard["path"]), values,
+                                                                       origin, text):
+                st.durations.append(duration)
+                st.words.append(len(transcript.split()))
+                st.cps.append(chars_per_second(transcript, duration))
+                st.groups.add(group if group is not None else "\0" + key)
+        out[split] = st
+    return out
+
+
+def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
+    """A JSON-able summary: per split and overall counts, hours and percentiles; rejects by reason; with
+    `--group-by`, the rule and the groups per split (of the samples in the shards; a sample without a group is one)."""
+    grouped = index.get("group_by") is not None
+
+    def block(st: SplitStats) -> dict:
+        d = np.asarray(st.durations, dtype=np.float64)
+        c = np.asarray(st.cps, dtype=np.float64)
+        res = {"samples": int(d.size), "hours": float(d.sum() / 3600), "words": int(sum(st.words))}
+        if grouped:
+            res["groups"] = len(st.groups)
+        if d.size:
+            res["duration_percentiles"] = _percentiles(d, 3)
+            res["cps_percentiles"] = _percentiles(c, 2)
+        return res
+
+    everything = SplitStats()
+    for st in per_split.values():
+        everything.durations += st.durations
+        everything.words += st.words
+        everything.cps += st.cps
+        everything.groups |= st.groups
+    return {
+        "splits": {split: {**block(st), "rejected": index["splits"].get(split, {}).get("rejected", {})}
+                   for split, st in per_split.items()},
+        "all": block(everything),
+        "input_rows": index["totals"]["input_rows"],
+        "rejected": index["rejected"],
+        "seed_rule": index.get("seed_rule"),
+        "group_by": index.get("group_by"),
+    }
+
+
+def _percentiles(x: np.ndarray, digits: int) -> dict[str, float]:
+    return {f"p{q}": round(float(v), digits) for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES))}
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'split':<7}{'samples':>9}{'hours':>9}{'dur p5':>8}{'p50':>7}{'p95':>7}{'max':>7}"
+             f"{'cps p5':>8}{'p50':>7}{'p95':>7}"]
+    for name, b in [*summary["splits"].items(), ("all", summary["all"])]:
+        row = f"{name:<7}{b['samples']:>9}{b['hours']:>9.3f}"
+        if b["samples"]:
+            dp, cp = b["duration_percentiles"], b["cps_percentiles"]
+            row += f"{dp['p5']:>8.2f}{dp['p50']:>7.2f}{dp['p95']:>7.2f}{dp['p100']:>7.2f}"
+            row += f"{cp['p5']:>8.1f}{cp['p50']:>7.1f}{cp['p95']:>7.1f}"
+        lines.append(row)
+    if summary.get("group_by") is not None:
+        per = ", ".join(f"{name} {b['groups']}" for name, b in summary["splits"].items())
+        lines.append(f"groups (--group-by {summary['group_by']}): {per}; all {summary['all']['groups']}")
+    rejected = summary["rejected"]
+    lines.append(f"input rows {summary['input_rows']}, rejected {sum(rejected.values())}")
+    lines.append(f"  {'reason':<24}{'all':>8}" + "".join(f"{s:>8}" for s in summary["splits"]))
+    for reason, n in rejected.items():
+        per = "".join(f"{b['rejected'].get(reason, 0):>8}" for b in summary["splits"].values())
+        lines.append(f"  {reason:<24}{n:>8}{per}")
+    return "\n".join(lines)
+
+
+def plot(per_split: dict[str, SplitStats], plots_dir: Path) -> list[Path]:
+    """The seed's scatter (duration vs words) and a duration histogram, one colour per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for split, st in per_split.items():
+        if st.durations:
+            ax.scatter(st.durations, st.words, s=4, alpha=0.4, label=split)
+    ax.set_xlabel("duration, s")
+    ax.set_ylabel("words")
+    ax.set_title("duration vs words")
+    ax.legend()
+    paths.append(plots_dir / "duration_vs_words.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    data = [st.durations for st in per_split.values() if st.durations]
+    labels = [split for split, st in per_split.items() if st.durations]
+    if data:
+        ax.hist(data, bins=50, stacked=True, label=labels)
+        ax.legend()
+    ax.set_xlabel("duration, s")
+    ax.set_ylabel("utterances")
+    ax.set_title("duration histogram")
+    paths.append(plots_dir / "duration_hist.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def compute_stats(path: str | Path, plots_dir: str | Path | None = None) -> dict:
+    root, index = load_index(path)
+    per_split = collect(root, index)
+    summary = summarize(index, per_split)
+    if plots_dir is not None:
+        summary["plots"] = [str(p) for p in plot(per_split, Path(plots_dir))]
+    return summary
