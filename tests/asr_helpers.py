@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import replace
 
 import torch
 
+from fastasr.data.sample import Batch
 from fastasr.model.transducer import Transducer
 from fastasr.training.config import preset
 
@@ -104,3 +107,42 @@ def crash_at(step_to_crash):
         return batch
 
     return hook
+
+
+class NoAugment(torch.nn.Module):
+    def forward(self, feats, feat_lens):
+        return feats
+
+
+def batch(audio_lens: list[int], token_lens: list[int], seed: int, vocab: int = 34) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.zeros(len(audio_lens), max(audio_lens), dtype=torch.float64)
+    tokens = torch.zeros(len(token_lens), max(token_lens), dtype=torch.int64)
+    for i, (n, u) in enumerate(zip(audio_lens, token_lens)):
+        audio[i, :n] = 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+        tokens[i, :u] = torch.randint(1, vocab, (u,), generator=g)
+    return Batch(audio, torch.tensor(audio_lens), tokens, torch.tensor(token_lens),
+                 keys=[f"k{i}" for i in range(len(audio_lens))], texts=[""] * len(audio_lens), epoch=0, index=0)
+
+
+READ_BACKS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
+STEP_CODE = tuple(os.path.join("fastasr", *f.split("/")) for f in (
+    "training/loop.py", "training/setup.py", "training/step.py", "model/features.py", "model/transducer.py"))
+
+
+def count_read_backs(patch, reads: list, at: dict) -> None:
+    """Patch (with `patch(obj, name, value)`, a monkeypatch's setattr) every read-back a tensor offers so that a call
+    from the training code appends (at["step"], name, calling function) to `reads`."""
+    def counted(name):
+        original = getattr(torch.Tensor, name)
+
+        def read_back(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code
+            if caller.co_filename.endswith(STEP_CODE):
+                reads.append((at["step"], name, caller.co_name))
+            return original(self, *args, **kwargs)
+
+        return read_back
+
+    for name in READ_BACKS:
+        patch(torch.Tensor, name, counted(name))

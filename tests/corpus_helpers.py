@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from fastasr.shards.writer import ShardOptions, build_shards
 
 FORMATS = {"opus": ("OGG", "OPUS"), "wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}
 
@@ -50,3 +54,23 @@ def make_corpus(root: Path, n: int, *, seconds: float = 1.5, start: int = 0) -> 
         write_utt(root, rel, words.capitalize() + ".", seconds=seconds, seed=i)
         sources.append(rel)
     return sources
+
+
+def build(src, out, **kw):
+    opts = {k: kw.pop(k) for k in ("shard_size", "seed", "split_fractions", "filters", "group_by") if k in kw}
+    return build_shards(src, out, ShardOptions(**opts), progress=False, workers=kw.pop("workers", 1), **kw)
+
+
+def read_dataset(out: Path) -> dict[str, dict[str, bytes]]:
+    """{split/shard: {member name: bytes}} through plain tarfile."""
+    index = json.loads((out / "index.json").read_text())
+    data = {}
+    for split, v in index["splits"].items():
+        for shard in v["shards"]:
+            with tarfile.open(out / shard["path"]) as tar:
+                data[shard["path"]] = {m.name: tar.extractfile(m).read() for m in tar}
+    return data
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/shard-*.tar"))}

@@ -1,4 +1,4 @@
-"""One rank of the 2-process gloo test (tests/test_data_distributed.py).
+"""One rank of the 2-process gloo test (tests/data/test_distributed.py).
 
 Usage: python data_rank_worker.py RANK WORLD INIT_METHOD SHARD_DIR OUT_JSON
 """

@@ -1,6 +1,6 @@
 """`python tests/keys_worker.py train …` is `python -m fastasr train …` that also writes, for every batch a step takes,
 `epoch<TAB>key` lines to FASTASR_TEST_KEYS_DIR/keys-<pid>.tsv (through train()'s batch_hook): what each rank trained
-on, for tests/test_train_world_size.py."""
+on, for tests/training/test_world_size.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python tests/multinode_worker.py train …` is `python -m fastasr train …` plus a fault (tests/test_multinode.py).
+"""`python tests/multinode_worker.py train …` is `python -m fastasr train …` plus a fault (tests/training/test_multinode.py).
 
 FASTASR_TEST_FAULT=STEP:KIND (set for one torchrun "node" only) makes its worker, at the start of step STEP, first
 write `time.time()` and its pid to FASTASR_TEST_FAULT_STAMP, then:

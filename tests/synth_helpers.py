@@ -1,4 +1,4 @@
-"""espeak-ng work for tests/test_synth_corpus.py that runs in a spawned process (which imports this module by name):
+"""espeak-ng work for tests/tools/test_synth_corpus.py that runs in a spawned process (which imports this module by name):
 espeak-ng's global state stays out of the test process, as tools/synth_corpus.py keeps it out of its caller's."""
 
 import os

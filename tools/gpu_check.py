@@ -1,6 +1,6 @@
 """Prove fastasr's GPU path in one run, and say which performance targets it meets.
 
-(a) kernel tests on the real device: tests/test_loss_cuda.py and every test marked `gpu` (pytest subprocesses).
+(a) kernel tests on the real device: tests/loss/test_cuda.py and every test marked `gpu` (pytest subprocesses).
 (b) fused_rnnt_loss: the loss and the enc / pred / weight / bias gradients vs float64 (fastasr.loss.rnnt_loss on the
     unfused joint, on the CPU) and vs torchaudio, on a ragged batch (lengths 1..max), chunk_size 7 and the default.
 (c) forward+backward time (median; CUDA events on GPU) and peak memory of fused vs torchaudio (joint included) and vs
@@ -15,7 +15,7 @@ GPU machine (no network, nothing installed, ≤ 8 min): prepare here, carry DIR,
     python tools/gpu_check.py --prepare .gpu_check     # espeak-ng corpus → DIR/shards (≤ 30 MB), wheels → DIR/wheels
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_check/wheels/*.whl
     PYTHONPATH=/tmp/site:. python3 tools/gpu_check.py --device cuda --shards .gpu_check/shards --out $OUT/gpu_check.json
-CPU (tests/test_gpu_check.py runs it in CI): reduced sizes, tiny shards made in a temp dir, about a minute:
+CPU (tests/tools/test_gpu_check.py runs it in CI): reduced sizes, tiny shards made in a temp dir, about a minute:
     python tools/gpu_check.py --device cpu --out tmp/gpu_check.json
 """
 from __future__ import annotations
@@ -161,8 +161,8 @@ def check_kernel_tests(ctx: Ctx) -> dict:
     """(a) pytest in subprocesses on the real device; counts from their JUnit XML."""
     if not ctx.cuda:
         raise Skip("no CUDA device")
-    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "mark.gpu" in p.read_text())
-    runs = {"tests/test_loss_cuda.py": ["tests/test_loss_cuda.py"], "tests marked gpu": ["-m", "gpu", *marked]}
+    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text())
+    runs = {"tests/loss/test_cuda.py": ["tests/loss/test_cuda.py"], "tests marked gpu": ["-m", "gpu", *marked]}
     results, end = {}, time.monotonic() + min(150.0, ctx.left() - 300)
     for i, (name, args) in enumerate(runs.items()):
         xml = ctx.tmp / f"junit-{i}.xml"

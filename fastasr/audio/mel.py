@@ -9,7 +9,7 @@ over the utterance's frames (population variance, ``norm_eps``).
 
 ``log_mel`` computes in float64 and returns float32. Against LogMel in float64 and against librosa it agrees to
 1e-6 (float32 rounding of the output; the same arithmetic, another FFT); against LogMel in float32, what a
-checkpoint's model is fed, the normalised features differ by float32 rounding in torch's STFT: tests/test_mel.py
+checkpoint's model is fed, the normalised features differ by float32 rounding in torch's STFT: tests/audio/test_mel.py
 holds them within 5e-4 absolute (measured ≤ 1e-4 on 10 s of speech-like audio). On a trained model that difference
 changes no transcript (benchmarks/RESULTS.md, "Export and runtime").
 """

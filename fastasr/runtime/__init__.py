@@ -8,7 +8,7 @@ The same audio path as `fastasr transcribe --checkpoint` (fastasr.audio.files: a
 recordings cut at quiet points, length-sorted batches, input order), the log-mel in NumPy (fastasr.audio.mel) and the
 checkpoint's greedy decoding over the encoder / predictor / joiner graphs (fastasr.runtime.transducer). Importing
 this package imports neither torch nor onnxruntime; onnxruntime is loaded with the first model. Nothing here may
-import torch: tests/test_runtime.py runs it in a process where torch cannot be imported.
+import torch: tests/runtime/test_runtime.py runs it in a process where torch cannot be imported.
 """
 
 from fastasr.audio.files import Transcript, UnreadableAudio

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from data_shards import make_utts, write_shards
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where the worker scripts live
 
 
 def test_two_gloo_ranks_partition_the_epoch_and_end(tmp_path):

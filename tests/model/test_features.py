@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from audio_helpers import FLOOR, HOP, LENGTHS, N_FFT, N_MELS, SR, reference_logmel, speech_like
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optional import librosa
@@ -11,36 +12,6 @@ from fastasr.model.features import LogMel, SpecAugment, mel_filterbank
 
 # librosa warns that n_fft exceeds the short utterances we feed it on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.*is too large:UserWarning")
-
-SR, N_FFT, WIN, HOP, N_MELS = 16000, 512, 400, 160, 80
-FLOOR, EPS = 1e-10, 1e-5
-
-
-def reference_logmel(y: np.ndarray) -> np.ndarray:
-    """(T, n_mels) float64: librosa STFT (centred, zero padded) -> power -> librosa mel -> floor/log -> CMVN."""
-    spec = librosa.stft(
-        y.astype(np.float64), n_fft=N_FFT, hop_length=HOP, win_length=WIN, window="hann", center=True,
-        pad_mode="constant",
-    )
-    mel = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, dtype=np.float64) @ (np.abs(spec) ** 2)
-    logmel = np.log(np.maximum(mel, FLOOR))
-    mean = logmel.mean(axis=1, keepdims=True)
-    var = logmel.var(axis=1, keepdims=True)
-    return ((logmel - mean) / np.sqrt(var + EPS)).T
-
-
-def speech_like(rng, n):
-    t = np.arange(n) / SR
-    f0 = 110 + 50 * np.sin(2 * np.pi * rng.uniform(0.3, 1.0) * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 20))
-    env = np.clip(np.sin(2 * np.pi * 3 * t + rng.uniform(0, 6)), 0, None) ** 2
-    y = env * voiced + 0.01 * rng.standard_normal(n)
-    return (0.9 * y / max(np.abs(y).max(), 1e-9)).astype(np.float32)
-
-
-LENGTHS = [16000, 12345, 7999, 400, 161, 160, 1]
-
 
 def padded_batch(lengths=LENGTHS, seed=0, garbage=0.0):
     rng = np.random.default_rng(seed)

@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from corpus_helpers import write_utt
-from test_shard import build, shard_bytes
+from corpus_helpers import build, shard_bytes, write_utt
 
 from fastasr.corpus.readers import read_source
 from fastasr.errors import UserError

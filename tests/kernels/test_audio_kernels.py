@@ -8,14 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fastasr.kernels import (
-    normalize_preemphasize,
-    normalize_preemphasize_ragged,
-    peak_normalize,
-    peak_normalize_ragged,
-    preemphasis,
-    preemphasis_ragged,
-)
+from fastasr.kernels import (normalize_preemphasize, normalize_preemphasize_ragged, peak_normalize,
+                             peak_normalize_ragged, preemphasis, preemphasis_ragged)
 
 librosa = pytest.importorskip("librosa")
 

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from fastasr.text.normalization import TextRejected, normalize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import espeak_tts  # noqa: E402
 import ru_text  # noqa: E402
 import synth_corpus  # noqa: E402

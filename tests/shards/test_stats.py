@@ -1,8 +1,7 @@
 import json
 
 import pytest
-from corpus_helpers import make_corpus, write_utt
-from test_shard import build
+from corpus_helpers import build, make_corpus, write_utt
 
 from fastasr.cli import main
 from fastasr.shards.stats import compute_stats

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from asr_helpers import Crash, crash_at, make_config, make_shards
+from asr_helpers import Crash, count_read_backs, crash_at, make_config, make_shards
 
 from fastasr.training import checkpoints as ckpt_io
 from fastasr.training.loop import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -106,29 +106,6 @@ def test_torchrun_two_ranks_gloo(shards, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1], digests
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 5
-
-
-READ_BACKS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
-STEP_CODE = tuple(os.path.join("fastasr", *f.split("/")) for f in (
-    "training/loop.py", "training/setup.py", "training/step.py", "model/features.py", "model/transducer.py"))
-
-
-def count_read_backs(patch, reads: list, at: dict) -> None:
-    """Patch (with `patch(obj, name, value)`, a monkeypatch's setattr) every read-back a tensor offers so that a call
-    from the training code appends (at["step"], name, calling function) to `reads`."""
-    def counted(name):
-        original = getattr(torch.Tensor, name)
-
-        def read_back(self, *args, **kwargs):
-            caller = sys._getframe(1).f_code
-            if caller.co_filename.endswith(STEP_CODE):
-                reads.append((at["step"], name, caller.co_name))
-            return original(self, *args, **kwargs)
-
-        return read_back
-
-    for name in READ_BACKS:
-        patch(torch.Tensor, name, counted(name))
 
 
 @pytest.mark.parametrize("accum_steps", [1, 2])

@@ -21,8 +21,8 @@ from http_shards import ShardServer
 
 from fastasr.training import checkpoints as ckpt_io
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "multinode_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parents[1] / "multinode_worker.py"
 MICRO = ["--preset", "tiny", "train.device=cpu", "train.progress=false", "train.threads=1", "model.d_model=32",
          "model.n_heads=2", "model.n_layers=2", "model.pred_embed=16", "model.pred_hidden=32", "model.joint_dim=24",
          "model.subsampling_channels=8", "data.max_batch_seconds=2.0", "data.num_workers=0",

@@ -6,12 +6,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from data_shards import make_utts, write_shards
 
 from fastasr import sources
 from fastasr.data import build_loader
 from fastasr.data.durations import durations_table
-
-from data_shards import make_utts, write_shards
 
 KW = dict(max_batch_seconds=3.0, seed=9, shuffle_buffer=8)
 

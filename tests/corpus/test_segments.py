@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import soundfile as sf
-from corpus_helpers import write_utt
-from test_shard import build, read_dataset
+from corpus_helpers import build, read_dataset, write_utt
 
 from fastasr.shards.index import read_rejected_tsv
 

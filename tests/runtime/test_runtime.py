@@ -19,7 +19,7 @@ from fastasr.inference.export import export
 from fastasr.inference.transcribe import transcribe
 from fastasr.runtime import OnnxTransducer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # torch and onnx (the exporter's package) cannot be imported in this process: the runtime needs neither.
 NO_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; "
 

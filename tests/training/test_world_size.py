@@ -13,7 +13,7 @@ from asr_helpers import make_shards
 
 from fastasr.training import checkpoints as ckpt_io
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MICRO = ["--preset", "tiny", "train.device=cpu", "train.progress=false", "train.ckpt_every=1000", "train.keep=0",
          "model.d_model=32", "model.n_heads=2", "model.n_layers=1", "model.pred_embed=16", "model.pred_hidden=32",
          "model.joint_dim=24", "model.subsampling_channels=8", "data.max_batch_seconds=1.2", "data.num_workers=0",

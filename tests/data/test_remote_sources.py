@@ -9,12 +9,11 @@ import socket
 
 import pytest
 import torch
+from data_shards import make_utts, write_shards
+from http_shards import ShardServer, shard_bytes
 
 from fastasr import sources
 from fastasr.data import build_loader
-
-from data_shards import make_utts, write_shards
-from http_shards import ShardServer, shard_bytes
 
 KW = dict(max_batch_seconds=4.0, seed=5)
 

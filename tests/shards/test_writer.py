@@ -3,35 +3,14 @@ import os
 import tarfile
 from pathlib import Path
 
-from corpus_helpers import audio_bytes, make_corpus, write_utt
+from corpus_helpers import audio_bytes, build, make_corpus, read_dataset, shard_bytes, write_utt
 
 from fastasr.cli import main
 from fastasr.corpus.checks import Filters, Reject, check_row
 from fastasr.corpus.rows import Row
 from fastasr.corpus.split import assign_split, parse_fractions, plan_shards
 from fastasr.shards.index import read_rejected_tsv
-from fastasr.shards.writer import ShardOptions, build_shards
 from fastasr.text.normalization import TextConfig
-
-
-def build(src, out, **kw):
-    opts = {k: kw.pop(k) for k in ("shard_size", "seed", "split_fractions", "filters", "group_by") if k in kw}
-    return build_shards(src, out, ShardOptions(**opts), progress=False, workers=kw.pop("workers", 1), **kw)
-
-
-def read_dataset(out: Path) -> dict[str, dict[str, bytes]]:
-    """{split/shard: {member name: bytes}} through plain tarfile."""
-    index = json.loads((out / "index.json").read_text())
-    data = {}
-    for split, v in index["splits"].items():
-        for shard in v["shards"]:
-            with tarfile.open(out / shard["path"]) as tar:
-                data[shard["path"]] = {m.name: tar.extractfile(m).read() for m in tar}
-    return data
-
-
-def shard_bytes(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/shard-*.tar"))}
 
 
 def test_every_reject_reason(tmp_path):

@@ -4,10 +4,9 @@ and group counts in index.json and `fastasr stats`."""
 import json
 
 import pytest
-from corpus_helpers import make_corpus, write_utt
+from corpus_helpers import make_corpus, read_dataset, write_utt
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_shard import read_dataset
 
 from fastasr.cli import main
 from fastasr.corpus.grouping import GroupRule, group_of, parse_group_by, split_rows

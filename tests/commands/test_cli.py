@@ -14,7 +14,7 @@ from corpus_helpers import make_corpus
 from fastasr import __version__
 from fastasr.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d INFO fastasr\.shard: ")
 
 

@@ -7,8 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from asr_helpers import Crash, crash_at, make_config, make_shards, tiny_model
-from test_train_step import NoAugment, batch
+from asr_helpers import Crash, NoAugment, batch, count_read_backs, crash_at, make_config, make_shards, tiny_model
 
 from fastasr.errors import UserError
 from fastasr.model.checkpoint import load_model
@@ -140,7 +139,6 @@ def test_training_writes_ema_and_a_skipped_step_leaves_it_unchanged(shards, tmp_
 def reference(shards, tmp_path_factory):
     """An 8-step run with the EMA on, every tensor read-back the step code makes counted by step (test_train.py's
     counter): (run directory, reads). The uninterrupted run the resume test compares with."""
-    from test_train import count_read_backs
 
     reads, at = [], {"step": None}
 

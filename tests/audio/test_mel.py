@@ -8,7 +8,7 @@ model is fed — 5e-4 absolute on the normalised features (measured: ≤ 1e-4 on
 import numpy as np
 import pytest
 import torch
-from test_features import LENGTHS, reference_logmel, speech_like
+from audio_helpers import LENGTHS, reference_logmel, speech_like
 
 from fastasr.audio.mel import MelSettings, log_mel
 from fastasr.model.features import LogMel

@@ -83,7 +83,7 @@ def test_export_transcribes_exactly_like_the_checkpoint(exported, audio, capsys)
     assert len(set("".join(texts))) >= 4
     # Batches of one file give the same texts as one batch of all.
     assert runtime_transcribe(out, audio, max_piece_seconds=PIECE_SECONDS, batch_seconds=0.5) == want
-    # The command line prints what --checkpoint prints (tests/test_transcribe.py: the library's texts).
+    # The command line prints what --checkpoint prints (tests/inference/test_transcribe.py: the library's texts).
     args = ["--max-piece-seconds", str(PIECE_SECONDS), *map(str, audio)]
     assert main(["transcribe", "--model", str(out), "--threads", "1", *args]) == 0
     assert capsys.readouterr().out == "".join(f"{p}\t{t}\n" for p, t in want)

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from corpus_helpers import make_corpus, write_utt
-from test_shard import build, shard_bytes
+from corpus_helpers import build, make_corpus, shard_bytes, write_utt
 
 
 def test_resume_after_kill_9(tmp_path):

@@ -32,7 +32,7 @@ from fastasr.training import checkpoints as ckpt_io
 from fastasr.training.tokenizer import make_tokenizer
 from fastasr.training.warm_start import init_weights
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALPHABET = DEFAULT_TEXT.alphabet
 WORDS = """мама мыла раму утром солнце светит ярко над полем тихо шумит лес все хорошо каждый охотник желает знать
 где сидит фазан широкая электрификация южных губерний даст мощный толчок подъему сельского хозяйства""".split()

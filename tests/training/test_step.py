@@ -11,28 +11,12 @@ import copy
 
 import pytest
 import torch
-from asr_helpers import tiny_model
+from asr_helpers import NoAugment, batch, tiny_model
 
 from fastasr.data.sample import Batch
 from fastasr.model.transducer import log_mel
 from fastasr.training.config import OptimConfig
 from fastasr.training.step import StepParts, make_optimizer, train_step
-
-
-class NoAugment(torch.nn.Module):
-    def forward(self, feats, feat_lens):
-        return feats
-
-
-def batch(audio_lens: list[int], token_lens: list[int], seed: int, vocab: int = 34) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    audio = torch.zeros(len(audio_lens), max(audio_lens), dtype=torch.float64)
-    tokens = torch.zeros(len(token_lens), max(token_lens), dtype=torch.int64)
-    for i, (n, u) in enumerate(zip(audio_lens, token_lens)):
-        audio[i, :n] = 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
-        tokens[i, :u] = torch.randint(1, vocab, (u,), generator=g)
-    return Batch(audio, torch.tensor(audio_lens), tokens, torch.tensor(token_lens),
-                 keys=[f"k{i}" for i in range(len(audio_lens))], texts=[""] * len(audio_lens), epoch=0, index=0)
 
 
 def halves(b: Batch, cut: int) -> list[Batch]:
