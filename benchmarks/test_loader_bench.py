@@ -225,3 +225,65 @@ def test_memory_flat_over_epochs(benchmark, corpus):
     info["rss_mb_after_epoch_30"] = marks["after_epoch_30"] / 2**20
     info["rss_growth_mb"] = info["rss_mb_after_epoch_30"] - info["rss_mb_after_epoch_2"]
     print(dict(info))
+
+
+def unbounded_decode(sample, max_duration=None):
+    """decode_audio as it was before the read bounds: the bytes decoded whole, no header check first."""
+    from fastasr.audio.files import PREEMPHASIS, mono_16k
+    from fastasr.data.errors import SampleError
+    from fastasr.kernels import normalize_preemphasize
+
+    try:
+        x, sr = sf.read(io.BytesIO(sample.audio_bytes), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise SampleError("decode", str(exc)) from None
+    x = mono_16k(x, sr * sample.speed)
+    if x.size < 2:
+        raise SampleError("too_short", f"{x.size} samples after decoding")
+    try:
+        return normalize_preemphasize(x, PREEMPHASIS)
+    except ValueError as exc:
+        raise SampleError("decode", str(exc)) from None
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_read_bounds_cost(benchmark, corpus, monkeypatch, workers):
+    """One epoch with the read bounds (tar member headers, the audio header against the plan, rate and channels)
+    beside the same epoch with them switched off (member checks a no-op, decode_audio as before), interleaved
+    round by round so the machine's load hits both alike; both deliver the same samples. extra_info: the medians
+    (CPU and wall) and their ratios. Forked workers inherit the patched functions."""
+    import fastasr.data.stages as stages
+
+    root, _, seconds = corpus
+    checked, unchecked = stages.decode_audio, unbounded_decode
+    real_refuse = stages.refuse_member
+    loader_epoch(root / "shards", 0)  # warm-up (Numba, imports)
+    wall = {"bounded": [], "unbounded": []}
+    cpu = {"bounded": [], "unbounded": []}
+    n = {}
+
+    def epoch(kind):
+        bounded = kind == "bounded"
+        monkeypatch.setattr(stages, "decode_audio", checked if bounded else unchecked)
+        monkeypatch.setattr(stages, "refuse_member", real_refuse if bounded else (lambda info, ext: None))
+        c, t = cpu_seconds(), time.perf_counter()
+        n[kind] = loader_epoch(root / "shards", workers)
+        wall[kind].append(time.perf_counter() - t)
+        cpu[kind].append(cpu_seconds() - c)
+
+    def one_round():
+        for kind in ("unbounded", "bounded"):
+            epoch(kind)
+
+    benchmark.pedantic(one_round, rounds=ROUNDS * 2, iterations=1)
+    monkeypatch.undo()
+    assert n["bounded"] == n["unbounded"]  # the bounds skip nothing of a sound corpus
+    info = benchmark.extra_info
+    hours = seconds / 3600
+    for kind in wall:
+        info[f"{kind}_wall_s_median"] = float(np.median(wall[kind]))
+        info[f"{kind}_cpu_s_median"] = float(np.median(cpu[kind]))
+        info[f"{kind}_hours_per_s_median"] = hours / float(np.median(wall[kind]))
+    info["wall_ratio_bounded_over_unbounded"] = info["bounded_wall_s_median"] / info["unbounded_wall_s_median"]
+    info["cpu_ratio_bounded_over_unbounded"] = info["bounded_cpu_s_median"] / info["unbounded_cpu_s_median"]
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in info.items()})

@@ -1,4 +1,6 @@
-"""Shard build rate at 1 and 2 workers, beside the cost of the verification alone (one process, no tar writing).
+"""Shard build rate at 1 and 2 workers, beside the cost of the verification alone (one process, no tar writing),
+and the cost of the read bounds (issue #21: regular files only, header, rate, duration and size checked before a
+file is read) against the checks as they were before them, side by side in one run.
 
 A few hundred 3–5 s speech-like 16 kHz mono Opus files are made once per session in a tmp dir. Each build starts
 from an empty OUT (setup, untimed). extra_info carries utterances/s and hours of audio per second.
@@ -10,6 +12,7 @@ import os
 import resource
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +21,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from corpus_helpers import WORDS, write_utt  # noqa: E402
 
-from fastasr.corpus.verify import verify  # noqa: E402
+import fastasr.shards.writer as writer  # noqa: E402
+from fastasr.corpus.checks import Filters, Reject, Sample, chars_per_second  # noqa: E402
+from fastasr.corpus.verify import AudioRejected, verify  # noqa: E402
 from fastasr.shards.writer import ShardOptions, build_shards  # noqa: E402
+from fastasr.text.normalization import TextRejected, normalize  # noqa: E402
 
 N_FILES = int(os.environ.get("FASTASR_BENCH_FILES", 320))
 SHARD_SIZE = 20
@@ -106,3 +112,65 @@ def test_build(benchmark, corpus, tmp_path, workers):
     result = benchmark.pedantic(_timed_cpu(run, cpu), setup=fresh, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     assert result.index["totals"]["samples"] == N_FILES
     _record(benchmark, N_FILES, seconds, cpu)
+
+
+def unbounded_check_row(row, text_config, filters):
+    """check_row as it was before the read bounds, for whole files (all the bench corpus holds): the audio and the
+    transcript read whole, then verified from memory; no header, rate, size or file-kind check first."""
+    data = Path(row.audio).read_bytes()
+    raw = Path(row.text_path).read_bytes().decode("utf-8-sig").strip()
+    try:
+        text = normalize(raw, text_config)
+        info = verify(data, filters.verify)
+    except (TextRejected, AudioRejected) as err:
+        return Reject(row.label, err.reason, err.detail)
+    if not filters.min_duration <= info.duration <= filters.max_duration:
+        return Reject(row.label, "duration", f"{info.duration:.3f} s")
+    if not filters.min_cps <= chars_per_second(text, info.duration) <= filters.max_cps:
+        return Reject(row.label, "speaking_rate")
+    return Sample(row.key, row.source, row.audio.rsplit(".", 1)[-1].lower(), data, text, raw, info.duration,
+                  info.sample_rate, info.channels)
+
+
+@pytest.mark.parametrize("mode", ["full", "header"])
+def test_build_read_bounds_cost(benchmark, corpus, tmp_path, mode):
+    """The one-worker build with the read bounds (timed by pytest-benchmark) and, in each round's setup, the same
+    build with the checks as they were (timed here): the rounds interleave, so a change in the machine's load
+    hits both. extra_info: the medians of both and their ratio (CPU and wall)."""
+    root, seconds = corpus
+    out, base_out = tmp_path / "out", tmp_path / "base"
+    options = ShardOptions(shard_size=SHARD_SIZE, filters=Filters(verify=mode))
+    base_cpu, base_wall = [], []
+
+    def baseline():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(base_out, ignore_errors=True)
+        real, writer.check_row = writer.check_row, unbounded_check_row
+        try:
+            cpu0, wall0 = _cpu(), time.perf_counter()
+            result = build_shards(root, base_out, options, workers=1, progress=False)
+            base_wall.append(time.perf_counter() - wall0)
+            base_cpu.append(_cpu() - cpu0)
+        finally:
+            writer.check_row = real
+        assert result.index["totals"]["samples"] == N_FILES
+        return (), {}
+
+    def run():
+        return build_shards(root, out, options, workers=1, progress=False)
+
+    cpu: list = []
+    result = benchmark.pedantic(_timed_cpu(run, cpu), setup=baseline, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    assert result.index["totals"]["samples"] == N_FILES
+    assert _shards(out) == _shards(base_out)  # the same dataset, byte for byte
+    _record(benchmark, N_FILES, seconds, cpu)
+    if benchmark.stats is not None:
+        median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        benchmark.extra_info.update(
+            baseline_cpu_seconds=round(median(base_cpu), 3), baseline_wall_seconds=round(median(base_wall), 3),
+            cpu_ratio=round(median(cpu) / median(base_cpu), 4),
+            wall_ratio=round(benchmark.stats.stats.median / median(base_wall), 4))
+
+
+def _shards(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/shard-*.tar"))}

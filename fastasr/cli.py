@@ -27,6 +27,8 @@ COMMANDS = {
     "transcribe": ("fastasr.commands.transcribe", "transcribe audio files with a checkpoint or an export"),
     "export": ("fastasr.commands.export", "ONNX graphs + tokenizer + front-end settings for fastasr.runtime"),
     "average": ("fastasr.commands.average", "parameter-wise mean of a run's last N step checkpoints"),
+    "convert-checkpoint": ("fastasr.commands.convert_checkpoint",
+                           "rewrite an older checkpoint you trust so that fastasr loads it as data only"),
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

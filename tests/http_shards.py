@@ -15,13 +15,17 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 class ShardServer:
     """`with ShardServer(root) as server:` → server.url; server.sent[path] bytes of body sent per path;
-    server.requests[path] GETs; server.drop[path] = n: the next n GETs of path stop after half their body."""
+    server.requests[path] GETs; server.drop[path] = n: the next n GETs of path stop after half their body;
+    server.stall[path] = n: the next n GETs of path send half their body, then nothing more (the connection stays
+    open until the server stops)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.sent: Counter = Counter()
         self.requests: Counter = Counter()
         self.drop: Counter = Counter()
+        self.stall: Counter = Counter()
+        self.stopping = threading.Event()
         self.lock = threading.Lock()
         server = self
 
@@ -73,17 +77,24 @@ class ShardServer:
                     dropping = server.drop[rel] > 0
                     if dropping:
                         server.drop[rel] -= 1
+                    stalling = not dropping and server.stall[rel] > 0
+                    if stalling:
+                        server.stall[rel] -= 1
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{size}")
                 self.end_headers()
-                out = body[: len(body) // 2] if dropping else body
+                out = body[: len(body) // 2] if dropping or stalling else body
                 try:
                     self.wfile.write(out)
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
+                    return
+                if stalling:
+                    server.stopping.wait()
+                    self.close_connection = True
                     return
                 with server.lock:
                     server.sent[rel] += len(out)
@@ -101,6 +112,7 @@ class ShardServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

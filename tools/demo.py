@@ -180,7 +180,7 @@ def tokenizer_of(run: Path, ckpt: Path) -> str:
     try:
         import torch
 
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # a checkpoint is data (DESIGN.md)
     except Exception as err:  # the summary must not fail for want of a label
         return f"? (checkpoint unreadable: {type(err).__name__})"
     tok = saved.get("tokenizer")

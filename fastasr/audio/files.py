@@ -4,9 +4,11 @@ soundfile decode → mono (channel mean) → soxr to 16 kHz → cut long recordi
 Numba peak-normalise + pre-emphasis per piece → `recognise(pieces) -> texts` (the checkpoint's torch model in
 fastasr.inference.transcribe, the ONNX graphs in fastasr.runtime) → one Transcript per file, in input order.
 
-Any rate, any channel count, opus / wav / flac, any length. Files are read a window at a time (input order);
-inside a window the pieces are sorted by length and batched under a padded-seconds budget, so short and long
-files do not pad each other; results come out in input order, window by window. A recording longer than
+Any rate from 1 to 192 kHz (fastasr.audio.SAMPLE_RATES; a header claiming another is an unreadable file), any
+channel count, opus / wav / flac, any length, decoded and resampled a block at a time (memory follows the 16-kHz
+result, 230 MB an hour, not the file). Files are read a window at a time (input order); inside a window the
+pieces are sorted by length and batched under a padded-seconds budget, so short and long files do not pad each
+other; results come out in input order, window by window. A recording longer than
 `max_piece_seconds` is cut into pieces no longer than that (the model saw utterances of up to ~30 s in training,
 and attention memory grows with the square of the length), each cut at the quietest 20 ms in the last third of
 the piece; the pieces' texts are joined with a space.
@@ -17,6 +19,7 @@ Torch-free: the ONNX runtime and the training loader's decode stage both build o
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -25,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from fastasr.audio import SAMPLE_RATES
 from fastasr.kernels import normalize_preemphasize
 
 SAMPLE_RATE = 16000
@@ -32,6 +36,7 @@ PREEMPHASIS = 0.97
 QUIET_FRAME = SAMPLE_RATE // 50  # 20 ms: the unit in which a quiet cut point is searched
 WINDOW_FILES = 256  # files read ahead (and held) at most …
 WINDOW_SECONDS = 3600.0  # … or this much audio, whichever comes first
+READ_BLOCK_SAMPLES = 1 << 20  # samples (frames × channels) decoded at a time: 4 MB of float32
 
 Recognise = Callable[[list[np.ndarray]], list[str]]  # normalised 16-kHz pieces → their texts, in order
 
@@ -55,19 +60,47 @@ def mono_16k(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def read_mono(path: str | os.PathLike) -> np.ndarray:
-    """Mono float32 at 16 kHz, as decoded (not normalised)."""
-    if not os.path.isfile(path):
-        raise UnreadableAudio(f"{path}: no such file")
+    """Mono float32 at 16 kHz, as decoded (not normalised): what `mono_16k` makes of the whole file, decoded and
+    resampled a block at a time (READ_BLOCK_SAMPLES), so that memory follows the 16-kHz result, not the file's
+    rate or channel count. A rate outside SAMPLE_RATES is refused before anything is decoded."""
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UnreadableAudio(f"{path}: not a regular file")
+    except FileNotFoundError:
+        raise UnreadableAudio(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UnreadableAudio(f"{path}: {exc.strerror}") from None
+    try:
+        with sf.SoundFile(str(path)) as f:
+            lo, hi = SAMPLE_RATES
+            if not lo <= f.samplerate <= hi:
+                raise UnreadableAudio(f"{path}: sample rate {f.samplerate} Hz, outside {lo}-{hi} Hz")
+            mono = _decode_mono_16k(f)
+    except UnreadableAudio:
+        raise
     except Exception as exc:  # libsndfile's errors carry no useful type
         raise UnreadableAudio(f"{path}: {exc}") from None
-    mono = mono_16k(audio, rate)
     if mono.size < 2:
         raise UnreadableAudio(f"{path}: no audio ({mono.size} samples at {SAMPLE_RATE} Hz)")
     if not np.isfinite(mono).all():
         raise UnreadableAudio(f"{path}: non-finite samples")
     return mono
+
+
+def _decode_mono_16k(f: sf.SoundFile) -> np.ndarray:
+    """mono_16k of the whole of `f`, holding one block of the decoded file at a time; soxr's stream resampler gives
+    the one-shot resampler's samples exactly."""
+    block = max(1, READ_BLOCK_SAMPLES // f.channels)
+    stream = soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32") if f.samplerate != SAMPLE_RATE \
+        else None
+    out = []
+    while True:
+        x = f.read(block, dtype="float32", always_2d=True)  # (S, C)
+        last = len(x) < block
+        x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+        out.append(x if stream is None else stream.resample_chunk(x, last=last))
+        if last:
+            return np.concatenate(out)
 
 
 def read_audio(path: str | os.PathLike) -> np.ndarray:

@@ -33,3 +33,13 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     return _number(text, float, 0, strict=False)
+
+
+def add_reach_flags(p: argparse.ArgumentParser) -> None:
+    """The opt-ins for an index read from a URL (fastasr.shards.index.Reach); a local index needs neither."""
+    p.add_argument("--allow-pipe", action="store_true",
+                   help="run the pipe:CMD shard sources that an index read from a URL names (an index in a local "
+                        "directory may always name them)")
+    p.add_argument("--allow-foreign-paths", action="store_true",
+                   help="follow shard paths of an index read from a URL that lead outside its URL prefix: local "
+                        "paths, file://, other hosts, buckets or schemes, '..'")

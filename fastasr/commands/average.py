@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from fastasr.commands.args import positive_int
@@ -21,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from fastasr.training import checkpoints as ckpt_io
 
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'averaged.pt'}")
+    if args.out.endswith(("/", os.sep)) or out.is_dir():
+        raise UserError(f"--out {args.out} is a directory; give a file name such as {out / 'averaged.pt'}")
     averaged = ckpt_io.average(args.run_dir, args.last)
     ckpt_io.save_atomic(averaged, out)
     print(f"{out}: mean of {', '.join(averaged['averaged_from'])}")

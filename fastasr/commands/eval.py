@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastasr.commands.args import non_negative_int, positive_float, positive_int
+from fastasr.commands.args import add_reach_flags, non_negative_int, positive_float, positive_int
 from fastasr.errors import UserError
 
 
@@ -19,15 +19,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-seconds", type=positive_float, default=200.0, metavar="S", help="padded seconds per batch")
     p.add_argument("--workers", type=non_negative_int, default=1, metavar="N", help="loader worker processes")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="score only the first N utterances")
+    add_reach_flags(p)
 
 
 def check(args: argparse.Namespace) -> None:
     """Every argument mistake as a UserError, before a model is loaded."""
-    from fastasr.shards.index import open_index
+    from fastasr.shards.index import Reach, open_index
 
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint {args.checkpoint} does not exist (a .pt file written by `fastasr train`)")
-    _, index = open_index(args.data, "--data")
+    _, index = open_index(args.data, "--data", reach=Reach(args.allow_pipe, args.allow_foreign_paths))
     splits = sorted(index.get("splits", {}))
     if args.split not in splits:
         raise UserError(f"--split {args.split!r} is not in {args.data}; choose from {', '.join(splits)}")
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from fastasr.inference.evaluate import evaluate
 
     m = evaluate(args.checkpoint, args.data, args.split, args.out, beam=args.beam, device=args.device,
-                 max_batch_seconds=args.max_batch_seconds, num_workers=args.workers, limit=args.limit)
+                 max_batch_seconds=args.max_batch_seconds, num_workers=args.workers, limit=args.limit,
+                 allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths)
     print(f"{args.split}: {m['utterances']} utterances, {m['reference_words']} words")
     print(f"WER      {m['wer']:.2%}")
     print(f"CER      {m['cer']:.2%}")

@@ -9,7 +9,8 @@ import argparse
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by `fastasr train` (e.g. RUN_DIR/last.pt)")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="the export directory: written whole under a temporary name, then renamed into place")
+                   help="the export directory: written whole under a temporary name, then renamed into place; "
+                        "an existing one is replaced only if it is an earlier fastasr export and nothing else")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="also write dynamically quantised copies (*.int8.onnx) beside the float graphs")
 

@@ -24,7 +24,8 @@ adds that split (again: replaces it); the text options and --transcript must mat
 A shard that cannot be read is reported and left out of the index.
 
 Exit status: 0 when the index was written (unusable samples and unreadable shards included), 2 on bad arguments
-(no shards, a missing local shard, a bad --transcript, settings that contradict DIR/index.json)."""
+(no shards, a missing local shard, a brace pattern of more than 1,000,000 names or with unbalanced braces, a bad
+--transcript, settings that contradict DIR/index.json)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,10 @@ losslessly as FLAC (integer PCM) or float WAV (lossy and float sources).
 
 Every input row ends in exactly one shard or in OUT/rejected.tsv with a reason; OUT/index.json lists shards, counts
 and rejects. A rerun with the same inputs and options skips complete shards and gives the same dataset, also after
-the previous run was killed.
+the previous run was killed. OUT must be new, empty or a fastasr build: another folder is refused unless --force,
+and even then only the build's own names are written (SPLIT/shard-NNNNNN.tar, index.json, rejected.tsv,
+durations-SPLIT.json, parts/, .meta/); a shard of an earlier plan is deleted only when its .meta sidecar says
+fastasr wrote it.
 
 --group-by keeps rows that belong together in one split: dir (the audio file's folder), speaker (utt2spk, Lhotse /
 NeMo speaker), recording (the audio file: all segments of one recording), text (the normalised transcript: every
@@ -66,6 +69,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-latin", action="store_true", help="keep Latin letters (adds a-z to the alphabet)")
     parser.add_argument("--no-fold-yo", action="store_true",
                         help="keep ё as its own letter instead of folding it to е")
+    parser.add_argument("--force", action="store_true",
+                        help="build into an OUT that is not empty and not a fastasr build (see below)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -99,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     part = parse_part(args.part)
     try:
         result = build_shards(args.source, args.out, options, manifest=args.manifest, workers=args.workers,
-                              part=part, progress=not args.quiet)
+                              part=part, progress=not args.quiet, force=args.force)
     except (OSError, ValueError, RuntimeError) as err:  # the build itself failed (disk, permissions, …)
         return _fail(str(err))
     if not args.quiet:

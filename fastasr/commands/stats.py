@@ -6,11 +6,14 @@ import argparse
 import json
 import sys
 
+from fastasr.commands.args import add_reach_flags
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="shard directory (with index.json) or its index.json")
     parser.add_argument("--plots", metavar="DIR", help="write duration_vs_words.png and duration_hist.png here")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-' for stdout)")
+    add_reach_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from fastasr.shards.stats import compute_stats, format_table
 
     try:
-        summary = compute_stats(args.path, args.plots)
+        summary = compute_stats(args.path, args.plots, allow_pipe=args.allow_pipe,
+                                allow_foreign_paths=args.allow_foreign_paths)
     except (OSError, tarfile.TarError, KeyError, ValueError) as err:
         print(f"fastasr stats: error: {err}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastasr.commands.args import positive_float, positive_int
+from fastasr.commands.args import add_reach_flags, positive_float, positive_int
 from fastasr.errors import UserError
 
 
@@ -52,6 +52,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
                    help="e.g. model.d_model=128 optim.lr=1e-3 data.num_workers=2 train.val_every=100 "
                         "(sections: model, optim, data, train; see fastasr/training/config.py)")
+    add_reach_flags(p)
 
 
 def _continued(args: argparse.Namespace, run_dir) -> dict | None:
@@ -93,7 +94,7 @@ def resolve(args: argparse.Namespace):
     checkpoint must be read (--resume, --init-from)."""
     from pathlib import Path
 
-    from fastasr.shards.index import open_index
+    from fastasr.shards.index import Reach, open_index
     from fastasr.training.config import preset
 
     extra = []
@@ -125,7 +126,7 @@ def resolve(args: argparse.Namespace):
         raise UserError("--run-dir RUN_DIR is required (where checkpoints and logs go)")
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise UserError(f"--run-dir {run_dir} is a file, not a directory")
-    _, index = open_index(args.data, "--data")
+    _, index = open_index(args.data, "--data", reach=Reach(args.allow_pipe, args.allow_foreign_paths))
     train_split = index.get("splits", {}).get("train", {})
     if not train_split.get("samples"):
         raise UserError(f"--data {args.data}: its train split has no samples (was it built with --split 0,0,1?)")
@@ -149,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     from fastasr.training.loop import train
 
-    train(data, run_dir, config, resume=args.resume, init_from=args.init_from, tokenizer=args.tokenizer)
+    train(data, run_dir, config, resume=args.resume, init_from=args.init_from, tokenizer=args.tokenizer,
+          allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths)
     # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;
     # on an exception this process exits and torchrun stops the others.
     if dist.is_initialized():

@@ -1,7 +1,8 @@
 """One input row → an accepted `Sample` or a `Reject` with a named reason. Runs inside the writer's workers.
 
-Checks go cheapest first, so a row whose transcript is unusable never costs an audio decode. Each row gets exactly
-one reason: the first check it fails.
+Checks go cheapest first, so a row whose transcript is unusable never costs an audio decode, and an audio file
+whose header is out of bounds (corpus.bounds: rate, duration, size) is neither read nor decoded. Each row gets
+exactly one reason: the first check it fails.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from fastasr.corpus.bounds import MAX_TRANSCRIPT_BYTES, NotRegularFile, open_regular, read_capped
 from fastasr.corpus.rows import Row
 from fastasr.corpus.segments import cut_span, needs_cut
-from fastasr.corpus.verify import VERIFY_MODES, AudioRejected, verify
+from fastasr.corpus.verify import VERIFY_MODES, AudioLimits, AudioRejected, verify_file
 from fastasr.errors import UserError
 from fastasr.text.normalization import TextConfig, TextRejected, normalize
 
@@ -46,6 +48,11 @@ class Filters:
         if self.verify not in VERIFY_MODES:
             raise UserError(f"--verify {self.verify!r}: choose from {', '.join(VERIFY_MODES)}")
 
+    @property
+    def limits(self) -> AudioLimits:
+        """The duration filters, applied to an audio header before the file is read (corpus.bounds)."""
+        return AudioLimits(self.min_duration, self.max_duration)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -78,19 +85,16 @@ def check_row(row: Row, text_config: TextConfig, filters: Filters) -> Sample | R
         return Reject(row.label, row.reject, row.detail)
     if row.audio is None:
         return Reject(row.label, "audio_missing", "no audio file for this transcript")
-    if needs_cut(row):
-        data = None  # a span: decoded after the transcript has passed, without reading the whole recording
-        try:
-            os.stat(row.audio)
-        except FileNotFoundError:
-            return Reject(row.label, "audio_missing", row.audio)
-        except OSError as err:
-            return Reject(row.label, "audio_unreadable", f"{type(err).__name__}: {err.strerror}")
-    else:
-        data = _read_bytes(row, row.audio, "audio_missing", "audio_unreadable")
-        if isinstance(data, Reject):
-            return data
+    fd = _open(row, row.audio, "audio_missing", "audio_unreadable")
+    if isinstance(fd, Reject):
+        return fd
+    try:
+        return _check_open(row, fd, text_config, filters)
+    finally:
+        os.close(fd)
 
+
+def _check_open(row: Row, fd: int, text_config: TextConfig, filters: Filters) -> Sample | Reject:
     raw = read_transcript(row)
     if isinstance(raw, Reject):
         return raw
@@ -98,17 +102,23 @@ def check_row(row: Row, text_config: TextConfig, filters: Filters) -> Sample | R
         text = normalize(raw, text_config)
     except TextRejected as err:
         return Reject(row.label, err.reason, err.detail)
+    words = len(text.split())
 
+    size = os.fstat(fd).st_size
     try:
-        if data is None:
-            span = cut_span(row, filters.verify)
+        if needs_cut(row):  # a span: decoded without reading the whole recording
+            span = cut_span(row, fd, size, filters.verify, filters.limits)
             data, ext, info, offset = span.data, span.ext, span.info, span.offset
         else:
-            info, ext, offset = verify(data, filters.verify), row.audio.rsplit(".", 1)[-1].lower(), None
+            data, info = verify_file(fd, size, filters.verify, filters.limits)
+            ext, offset = row.audio.rsplit(".", 1)[-1].lower(), None
     except AudioRejected as err:
-        return Reject(row.label, err.reason, err.detail)
+        caught = err.duration is not None and seed_rule(err.duration, words)
+        return Reject(row.label, err.reason, err.detail, caught)
+    except OSError as err:  # the disk, not the data: reading an opened file failed
+        return Reject(row.label, "audio_unreadable", f"{type(err).__name__}: {err.strerror}")
     duration = info.duration
-    caught = seed_rule(duration, len(text.split()))
+    caught = seed_rule(duration, words)
     if duration < filters.min_duration:
         return Reject(row.label, "duration_too_short", f"{duration:.3f} s", caught)
     if duration > filters.max_duration:
@@ -119,12 +129,14 @@ def check_row(row: Row, text_config: TextConfig, filters: Filters) -> Sample | R
     return Sample(row.key, row.source, ext, data, text, raw, duration, info.sample_rate, info.channels, offset)
 
 
-def _read_bytes(row: Row, path: str, missing: str, unreadable: str) -> bytes | Reject:
+def _open(row: Row, path: str, missing: str, unreadable: str) -> int | Reject:
+    """A descriptor of the regular file at path, or the row rejected (never opened when it is not one)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return open_regular(path)
     except FileNotFoundError:
         return Reject(row.label, missing, path)
+    except NotRegularFile as err:
+        return Reject(row.label, unreadable, str(err))
     except OSError as err:
         return Reject(row.label, unreadable, f"{type(err).__name__}: {err.strerror}")
 
@@ -135,9 +147,17 @@ def read_transcript(row: Row) -> str | Reject:
     else:
         if row.text_path is None:
             return Reject(row.label, "transcript_missing", "no .txt beside the audio")
-        blob = _read_bytes(row, row.text_path, "transcript_missing", "transcript_unreadable")
-        if isinstance(blob, Reject):
-            return blob
+        fd = _open(row, row.text_path, "transcript_missing", "transcript_unreadable")
+        if isinstance(fd, Reject):
+            return fd
+        try:
+            blob = read_capped(fd, MAX_TRANSCRIPT_BYTES)
+        except OSError as err:
+            return Reject(row.label, "transcript_unreadable", f"{type(err).__name__}: {err.strerror}")
+        finally:
+            os.close(fd)
+        if len(blob) > MAX_TRANSCRIPT_BYTES:
+            return Reject(row.label, "transcript_too_long", f"over {MAX_TRANSCRIPT_BYTES} bytes")
         try:
             raw = blob.decode("utf-8-sig")
         except UnicodeDecodeError as err:

@@ -26,9 +26,9 @@ def read_table(path: Path, fields: int) -> tuple[dict[str, list[str]], list[Row]
     `fields` is the count of columns after the id; the last one takes the rest of the line (a transcript, a path
     with spaces) when fields == 1."""
     table, bad = {}, []
-    for lineno, line in manifest_lines(path):
-        if line is None:
-            bad.append(malformed(path, lineno, "not UTF-8"))
+    for lineno, line, problem in manifest_lines(path):
+        if problem:
+            bad.append(malformed(path, lineno, problem))
             continue
         parts = line.split(maxsplit=1) if fields == 1 else line.split()
         rest = [x.strip() for x in parts[1:]] if fields > 1 else ([parts[1].strip()] if len(parts) > 1 else [""])

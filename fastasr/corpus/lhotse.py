@@ -13,13 +13,13 @@ in-memory sources, one file per channel, speed or volume transforms, MixedCut / 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from fastasr.corpus.rows import Row, malformed, manifest_lines, relative, resolve
+from fastasr.audio import SAMPLE_RATES
+from fastasr.corpus.rows import Row, beyond_any_recording, json_record, malformed, manifest_lines, relative, resolve
 from fastasr.errors import UserError
 
 
@@ -59,8 +59,10 @@ def parse_recording(obj: dict) -> Recording:
         samples = int(obj.get("num_samples") or round(float(obj["duration"]) * rate))
         src = sources[0]
         audio, channels = str(src["source"]), tuple(int(c) for c in src.get("channels") or [0])
-    except (KeyError, IndexError, TypeError, ValueError) as err:
-        return Recording("", (0,), 1, 0, ("manifest_malformed", f"recording {obj.get('id')!r}: {err!r}"))
+        if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+            raise ValueError(f"sampling_rate {rate} Hz, accepted {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz")
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as err:
+        return Recording("", (0,), 1, 0, ("manifest_malformed", f"recording {obj.get('id')!r}: {err!r}"[:300]))
     problem = None
     transforms = [t.get("name") for t in obj.get("transforms") or [] if isinstance(t, dict)]
     if len(sources) != 1:
@@ -77,21 +79,21 @@ def supervision_row(sup: dict, rec: Recording, root: Path, cut_start: float = 0.
     try:
         start = cut_start + float(sup["start"])
         length = float(sup["duration"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         return Row(where, None, reject="manifest_malformed", detail=f"supervision {sup.get('id')!r}: {err!r}")
+    if not (math.isfinite(start) and math.isfinite(length)):  # before round(): inf and nan have no sample index
+        return Row(where, None, reject="manifest_malformed", detail=f"supervision {sup.get('id')!r}: span "
+                                                                      f"{start}+{length}")
     source, audio = relative(rec.audio, root), str(resolve(rec.audio, root))
     text, speaker = sup.get("text"), sup.get("speaker")
     channel, channel_problem = pick_channel(sup.get("channel"), rec.channels)
-    whole = (channel is None and round(start * rec.sampling_rate) == 0
-             and round((start + length) * rec.sampling_rate) == rec.num_samples)
     fields = dict(text=text if isinstance(text, str) else None, speaker=None if speaker is None else str(speaker))
-    if whole:
-        row = Row(source, audio, **fields)
-    elif not (math.isfinite(start) and math.isfinite(length)):
-        return Row(where, None, reject="manifest_malformed", detail=f"supervision {sup.get('id')!r}: span "
-                                                                      f"{start}+{length}")
-    else:
-        row = Row(source, audio, offset=start, length=length, channel=channel, **fields)
+    row = beyond_any_recording(Row(source, audio, offset=start, length=length, channel=channel, **fields), where)
+    if row.reject:
+        return row
+    if (channel is None and round(start * rec.sampling_rate) == 0
+            and round((start + length) * rec.sampling_rate) == rec.num_samples):
+        row = Row(source, audio, **fields)  # the whole recording: the file itself
     if rec.problem:
         return replace(row, reject=rec.problem[0], detail=rec.problem[1])
     if channel_problem:
@@ -109,6 +111,8 @@ def pick_channel(channel, channels: tuple[int, ...]) -> tuple[int | None, str]:
     """(index of the file channel to keep or None for all, problem): a supervision on one channel of several keeps
     that channel; on all of them (or of a mono file) it is the whole signal."""
     wanted = channel if isinstance(channel, list) else [0 if channel is None else channel]
+    if not all(isinstance(c, int) for c in wanted):
+        return None, f"supervision channel {channel!r} is not a channel number"[:200]
     if len(channels) == 1 or sorted(wanted) == sorted(channels):
         return None, ""
     if len(wanted) == 1 and wanted[0] in channels:
@@ -118,11 +122,10 @@ def pick_channel(channel, channels: tuple[int, ...]) -> tuple[int | None, str]:
 
 def read_cuts(path: Path, root: Path) -> Iterator[Row]:
     """A CutSet: every supervision of every MonoCut / MultiCut; a cut without supervisions is one rejected row."""
-    for lineno, line in manifest_lines(path):
-        try:
-            cut = json.loads(line or "")
-        except json.JSONDecodeError as err:
-            yield malformed(path, lineno, "not UTF-8" if line is None else f"JSONDecodeError: {err}")
+    for lineno, line, problem in manifest_lines(path):
+        cut, problem = (None, problem) if problem else json_record(line)
+        if problem:
+            yield malformed(path, lineno, problem)
             continue
         if not isinstance(cut, dict):
             yield malformed(path, lineno, f"a {type(cut).__name__}, not a cut")
@@ -142,7 +145,7 @@ def read_cuts(path: Path, root: Path) -> Iterator[Row]:
         rec = parse_recording(cut["recording"])
         try:
             cut_start = float(cut.get("start", 0.0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             yield malformed(path, lineno, f"cut {name!r}: start {cut.get('start')!r}")
             continue
         for sup in sups:
@@ -154,19 +157,23 @@ def read_supervisions(sup_path: Path, rec_path: Path, root: Path) -> Iterator[Ro
     """A SupervisionSet with its RecordingSet: every supervision is a row; a recordings line that cannot be read
     is one rejected row too (nothing in the input disappears unnamed)."""
     recordings: dict[str, Recording] = {}
-    for lineno, line in manifest_lines(rec_path):
+    for lineno, line, problem in manifest_lines(rec_path):
+        obj, problem = (None, problem) if problem else json_record(line)
         try:
-            obj = json.loads(line or "")
+            if problem:
+                raise ValueError(problem)
             recordings[str(obj["id"])] = parse_recording(obj)
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            yield malformed(rec_path, lineno, "not UTF-8" if line is None else f"{type(err).__name__}: {err}")
-    for lineno, line in manifest_lines(sup_path):
+        except (ValueError, KeyError, TypeError) as err:
+            yield malformed(rec_path, lineno, problem or f"{type(err).__name__}: {err}")
+    for lineno, line, problem in manifest_lines(sup_path):
         where = f"{sup_path.name}:{lineno}"
+        sup, problem = (None, problem) if problem else json_record(line)
         try:
-            sup = json.loads(line or "")
+            if problem:
+                raise ValueError(problem)
             rec_id = str(sup["recording_id"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            yield malformed(sup_path, lineno, "not UTF-8" if line is None else f"{type(err).__name__}: {err}")
+        except (ValueError, KeyError, TypeError) as err:
+            yield malformed(sup_path, lineno, problem or f"{type(err).__name__}: {err}")
             continue
         if rec_id not in recordings:
             yield Row(where, None, reject="audio_missing", detail=f"recording {rec_id!r} not in {rec_path.name}")

@@ -8,13 +8,14 @@ holds the manifest, or to SOURCE when `--manifest` names the manifest.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Iterator
 
-from fastasr.corpus.rows import AUDIO_EXTENSIONS, Row, malformed, manifest_lines, relative, resolve, span_row
+from fastasr.corpus.bounds import MAX_LINE_BYTES, bounded_lines, open_regular
+from fastasr.corpus.rows import (AUDIO_EXTENSIONS, Row, json_record, malformed, manifest_lines, relative, resolve,
+                                 span_row)
 from fastasr.errors import UserError
 
 log = logging.getLogger("fastasr.shard")
@@ -68,11 +69,8 @@ def sniff_jsonl(path: Path) -> str:
     """'nemo', 'cuts', 'supervisions' or 'recordings', from the first record that parses.
 
     A file where nothing parses is read as NeMo, so that each of its lines is accounted for as malformed."""
-    for _, line in manifest_lines(path):
-        try:
-            obj = json.loads(line or "")
-        except json.JSONDecodeError:
-            continue
+    for _, line, _problem in manifest_lines(path):
+        obj, _why = json_record(line)
         if isinstance(obj, dict):
             return _kind_of(obj, path)
     return "nemo"
@@ -139,8 +137,33 @@ def read_csv_manifest(path: Path, root: Path) -> Iterator[Row]:
 
 
 def _csv_rows(path: Path, root: Path) -> Iterator[Row]:
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, fields in enumerate(csv.reader(f), 1):
+    too_long: list[None] = []  # lines bounded_lines gave up on, each read by csv as a blank line
+
+    def lines(f) -> Iterator[str]:
+        for line in bounded_lines(f, ends=("\n", "\r")):
+            if line is None:
+                too_long.append(None)
+            yield "\n" if line is None else line
+
+    try:
+        fd = open_regular(str(path))
+    except OSError as err:
+        raise UserError(f"manifest {path} cannot be read: {err}") from None
+    with open(fd, newline="", encoding="utf-8") as f:
+        reader, lineno = csv.reader(lines(f)), 0
+        while True:
+            lineno += 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:  # a field over csv's size limit, a stray quote
+                yield malformed(path, lineno, f"csv: {err}")
+                continue
+            if not fields and too_long:
+                too_long.pop()
+                yield malformed(path, lineno, f"line longer than {MAX_LINE_BYTES} characters")
+                continue
             if not fields or all(not x.strip() for x in fields):
                 continue
             if len(fields) < 2 or not fields[0].strip():
@@ -158,16 +181,16 @@ def read_jsonl_manifest(path: Path, root: Path) -> Iterator[Row]:
     """NeMo manifests: one JSON object per line with `audio_filepath`, `text`, `duration`, optionally `offset` and
     `speaker`. Without `offset` the row is the whole file and `duration` is not trusted (it is measured from the
     audio); with `offset` it is the segment [offset, offset + duration) — to the end when `duration` is absent."""
-    for lineno, line in manifest_lines(path):
-        if line is None:
-            yield malformed(path, lineno, "not UTF-8")
+    for lineno, line, problem in manifest_lines(path):
+        obj, problem = (None, problem) if problem else json_record(line)
+        if problem:
+            yield malformed(path, lineno, problem)
             continue
         try:
-            obj = json.loads(line)
             audio = obj["audio_filepath"]
             if not isinstance(audio, str) or not audio:
                 raise KeyError("audio_filepath")
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (KeyError, TypeError) as err:
             yield malformed(path, lineno, f"{type(err).__name__}: {err}")
             continue
         text = obj.get("text")

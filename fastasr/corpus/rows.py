@@ -10,12 +10,14 @@ None: to the end), a sample of its own (segments.py cuts it out).
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
+from fastasr.corpus.bounds import MAX_LINE_BYTES, MAX_RECORDING_SECONDS, bounded_lines, open_regular
 from fastasr.errors import UserError
 
 AUDIO_EXTENSIONS = (".opus", ".wav", ".flac")
@@ -91,7 +93,7 @@ def span_row(source: str, audio: str, offset, length, where: str, **fields) -> R
     try:
         offset, length = float(offset), None if length is None else float(length)
         numbers = math.isfinite(offset) and (length is None or math.isfinite(length))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float
         numbers = False
     if not numbers:
         return Row(where, None, reject="manifest_malformed", detail=f"{source}: offset {offset!r}, duration {length!r}")
@@ -100,27 +102,57 @@ def span_row(source: str, audio: str, offset, length, where: str, **fields) -> R
         return replace(row, reject="segment_out_of_range", detail=f"starts at {offset} s, before the audio")
     if length is not None and length <= 0:
         return replace(row, reject="segment_empty", detail=f"duration {length} s")
+    return beyond_any_recording(row, where)
+
+
+def beyond_any_recording(row: Row, where: str) -> Row:
+    """The row, or when its span ends after MAX_RECORDING_SECONDS (its key's milliseconds would overflow; no
+    recording is that long) a segment_out_of_range row named by `where`, the manifest line."""
+    end = row.offset if row.length is None else row.end
+    if end is not None and end > MAX_RECORDING_SECONDS:
+        return Row(where, None, reject="segment_out_of_range",
+                   detail=f"{row.source}: ends at {end:g} s, after any recording ({MAX_RECORDING_SECONDS:g} s)")
     return row
 
 
-def manifest_lines(path: Path) -> Iterator[tuple[int, str | None]]:
-    """(line number, text) of each non-blank line of a manifest, gzip-compressed or not (told by its first bytes);
-    text is None for a line that is not UTF-8, which the reader rejects as that row. A file that cannot be read
-    at all (a broken gzip stream) is a UserError naming it."""
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
+def manifest_lines(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, text, problem) of each non-blank line of a manifest, gzip-compressed or not (told by its first
+    bytes). A line that cannot be read — not UTF-8, or longer than MAX_LINE_BYTES (corpus.bounds) — comes with
+    text "" and the problem, which the reader rejects as that row; the lines after it are read on. A file that
+    cannot be read at all (a broken gzip stream, not a regular file) is a UserError naming it."""
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError:
-                    yield lineno, None
-                    continue
-                if line.strip():
-                    yield lineno, line
-    except (OSError, EOFError) as err:
+        fd = open_regular(str(path))
+    except OSError as err:
         raise UserError(f"manifest {path} cannot be read: {err}") from None
+    with open(fd, "rb") as raw_file:
+        gz = raw_file.read(2) == b"\x1f\x8b"
+        raw_file.seek(0)
+        try:
+            with (gzip.open(raw_file, "rb") if gz else raw_file) as f:
+                for lineno, raw in enumerate(bounded_lines(f), 1):
+                    if raw is None:
+                        yield lineno, "", f"line longer than {MAX_LINE_BYTES} bytes"
+                        continue
+                    try:
+                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                    except UnicodeDecodeError:
+                        yield lineno, "", "not UTF-8"
+                        continue
+                    if line.strip():
+                        yield lineno, line, ""
+        except (OSError, EOFError) as err:
+            raise UserError(f"manifest {path} cannot be read: {err}") from None
+
+
+def json_record(line: str) -> tuple[object, str]:
+    """(the parsed line, "") or (None, why not): bad JSON, a number beyond Python's int digits limit, nesting deeper
+    than the parser's recursion allows — each a malformed row, never a traceback."""
+    try:
+        return json.loads(line), ""
+    except ValueError as err:  # JSONDecodeError, and the int-digits limit
+        return None, f"{type(err).__name__}: {err}"[:300]
+    except RecursionError:
+        return None, "JSON nested too deeply"
 
 
 def malformed(path: Path, lineno: int, detail: str, reason: str = "manifest_malformed") -> Row:

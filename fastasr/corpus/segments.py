@@ -32,7 +32,8 @@ import numpy as np
 import soundfile as sf
 
 from fastasr.corpus.rows import AUDIO_EXTENSIONS, Row
-from fastasr.corpus.verify import AudioInfo, AudioRejected, verify
+from fastasr.corpus.verify import (AudioInfo, AudioLimits, AudioRejected, check_duration, check_rate, open_sound,
+                                   verify_file)
 
 OVERLAP_TOLERANCE = 0.010  # s: a frame hop; less cannot hold a word
 END_TOLERANCE = 0.010  # s
@@ -74,31 +75,28 @@ def needs_cut(row: Row) -> bool:
     return row.is_segment or os.path.splitext(row.audio or "")[1].lower() not in AUDIO_EXTENSIONS
 
 
-def cut_span(row: Row, verify_mode: str = "full") -> SpanAudio:
-    """The stored audio of `row`'s span; raises AudioRejected (audio_missing / audio_unreadable / audio_empty /
-    audio_undecodable / segment_out_of_range) when there is none."""
-    try:
-        fh = open(row.audio, "rb")
-    except FileNotFoundError:
-        raise AudioRejected("audio_missing", row.audio) from None
-    except OSError as err:
-        raise AudioRejected("audio_unreadable", f"{type(err).__name__}: {err.strerror}") from None
-    with fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            raise AudioRejected("audio_empty", "0 bytes")
-        try:
-            f = sf.SoundFile(fh)
-        except Exception as err:  # libsndfile's own error type, or RuntimeError on some builds
-            raise AudioRejected("audio_undecodable", " ".join(str(err).split())[:200]) from None
-        with f:
-            start, end, channel = _frames(row, f.samplerate, f.frames, f.channels)
-            whole = start == 0 and end == f.frames and channel is None
-            ext = os.path.splitext(row.audio)[1].lower()
-            if whole and ext in AUDIO_EXTENSIONS:
-                fh.seek(0)
-                data = fh.read()
-                return SpanAudio(data, ext[1:], verify(data, verify_mode), None)
+def cut_span(row: Row, fd: int, size: int, verify_mode: str = "full", limits: AudioLimits = AudioLimits()
+             ) -> SpanAudio:
+    """The stored audio of `row`'s span, from its audio file open as `fd` (`size` bytes); raises AudioRejected
+    (audio_empty / audio_undecodable / audio_too_large / sample_rate_out_of_range / segment_out_of_range /
+    duration_too_short / duration_too_long) when there is none. The span's length and decoded size are checked
+    against `limits` on the header, before anything is decoded."""
+    if size == 0:
+        raise AudioRejected("audio_empty", "0 bytes")
+    ext = os.path.splitext(row.audio)[1].lower()
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open_sound(fd) as f:
+        check_rate(f.samplerate)
+        start, end, channel = _frames(row, f.samplerate, f.frames, f.channels)
+        if not (start == 0 and end == f.frames and channel is None and ext in AUDIO_EXTENSIONS):
+            check_duration(end - start, f.samplerate, limits)
+            decoded = (end - start) * f.channels * (2 if f.subtype in _INT16 else 4)
+            if decoded > limits.max_bytes:
+                raise AudioRejected("audio_too_large", f"the span decodes to {decoded} bytes, over the "
+                                                       f"{limits.max_bytes:.0f} of {limits.max_duration:g} s")
             return _store(_read(f, start, end, channel, row), f.samplerate, start)
+    data, info = verify_file(fd, size, verify_mode, limits)  # the whole file: its own bytes, verified as any
+    return SpanAudio(data, ext[1:], info, None)
 
 
 def _frames(row: Row, sr: int, frames: int, channels: int) -> tuple[int, int, int | None]:
@@ -136,7 +134,7 @@ def _store(x: np.ndarray, sr: int, start: int) -> SpanAudio:
         fmt, out_subtype, ext = "FLAC", "PCM_24", "flac"
     else:
         if not np.isfinite(x).all():
-            raise AudioRejected("audio_undecodable", "non-finite samples")
+            raise AudioRejected("audio_not_finite", "NaN or infinite samples")
         fmt, out_subtype, ext = "WAV", "FLOAT", "wav"
     buf = io.BytesIO()
     sf.write(buf, x, sr, format=fmt, subtype=out_subtype)

@@ -9,11 +9,10 @@ durations of shards other tools wrote, whose samples carry no `.json` duration. 
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 from fastasr import sources
-from fastasr.shards.index import DURATIONS_FORMAT as FORMAT  # written there (torch-free: `fastasr shard`, `index`)
+from fastasr.shards.index import Reach, read_durations_table  # the format lives beside its writer (torch-free)
 
 
 class DurationsTable:
@@ -29,14 +28,13 @@ class DurationsTable:
 
 @lru_cache(maxsize=4)
 def durations_table(url: str) -> DurationsTable:
-    """The table at `url`, read once per process (a loader worker reads it when its first sample needs it)."""
-    data = json.loads(sources.read_bytes(url))
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{url}: format {data.get('format')!r}, expected {FORMAT!r}")
-    return DurationsTable(data["shards"])
+    """The table at `url`, read once per process (build_loader reads it first, so a table that cannot be read or
+    holds malformed fields is a UserError before the loader starts; forked workers inherit it)."""
+    return DurationsTable(read_durations_table(url))
 
 
-def table_url(root: str, split_entry: dict) -> str | None:
-    """Where a split's durations table is, or None for an index written before the tables existed."""
+def table_url(root: str, split_entry: dict, reach: Reach | None = None) -> str | None:
+    """Where a split's durations table is (within `reach`, for an index read from a URL), or None for an index
+    written before the tables existed."""
     name = split_entry.get("durations")
-    return sources.join(root, name) if name else None
+    return (reach or Reach()).resolve(root, name, f"{sources.join(root, 'index.json')}: durations") if name else None

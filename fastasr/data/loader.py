@@ -3,14 +3,18 @@
 Per worker, per epoch, one reader's stream (reader.py): pieces (distributed.py) → read tar → group by key → parse
 json/txt, tokenise → duration filter → speed perturbation → sample shuffle buffer → bucket + padded-seconds budget
 (before decoding; planned from the durations table when the index has one, then filled from the shards by
-fetch.py) → [skip for resume] → decode (soundfile) → mono → 16 kHz (soxr) → Numba normalise + pre-emphasis → pad →
-Batch. The torch DataLoader runs one such stream per worker (batch_size=None) and merges them round-robin.
+fetch.py) → [skip for resume] → audio header checked → decode (soundfile) → mono → 16 kHz (soxr) → Numba
+normalise + pre-emphasis → pad → Batch. The torch DataLoader runs one such stream per worker (batch_size=None) and merges them round-robin.
 
 Epochs across ranks. Finite mode (infinite=False): one epoch; the pieces of distributed.py give every rank and
 worker a disjoint part, so across ranks every utterance is delivered exactly once; ranks may yield different
 batch counts (batches are cut from durations found inside the shards) and each rank's iteration simply ends —
 nothing waits on another rank. Infinite mode: each worker runs epoch, epoch+1, … on its own, so a rank never runs
-dry and training counts steps; a rank with no data at all raises instead of hanging.
+dry and training counts steps. An epoch of a rank that delivered no batch (its shards missing, unreadable or all
+bad) ends its stream with one UserError naming the split and the skip counts by reason (epochs.py), instead of
+spinning through empty epochs. Each rank decides from its own stream: with every rank's data bad, every rank stops
+after its first epoch; with one rank's alone, that rank exits (exit 2) and the others, waiting in their next
+collective, are ended by torchrun (or fail after train.dist_timeout_s without it).
 
 Determinism and resume. Batches depend only on (seed, epoch, rank, world_size, num_workers, shards, batching
 options): shard order is shuffled with (seed, epoch), the sample buffer with (seed, epoch, rank, worker).
@@ -23,7 +27,6 @@ decode in the skipped part, resume skips one delivered batch fewer (the plan cou
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -35,12 +38,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fastasr import sources
+from fastasr.shards.index import Reach, open_index
 from fastasr.text.normalization import TextConfig
 from fastasr.text.tokenizer import CharTokenizer
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
 from .durations import durations_table, table_url
+from .epochs import EpochTally
 from .errors import SampleError, SkipAndCount
 from .fetch import SampleFetcher, filled
 from .reader import LoaderSpec, make_handler, reader_items
@@ -81,7 +86,7 @@ class ShardStream(IterableDataset):
             if isinstance(item, EpochEnd):
                 yield item
                 continue
-            for decoded in decode_batches([item], handler=handler):
+            for decoded in decode_batches([item], handler=handler, max_duration=spec.max_duration):
                 yield pad_batch(decoded)
 
     def _fetcher(self, role: int, handler, epoch: int, skip: set) -> SampleFetcher:
@@ -134,59 +139,43 @@ class Loader:
         extra = {} if self.num_workers == 0 else {"prefetch_factor": self.prefetch_factor}
         loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             **extra)
-        index = Counter(plan.skipped_batches)
-        ends = Counter()
+        tally = EpochTally(spec, self.stats, skipped_batches=plan.skipped_batches, infinite=self.infinite)
         self._delivered = self.skip_batches
         for item in loader:
             if isinstance(item, EpochEnd):
-                self._record(item, ends)
+                tally.end(item)  # raises when an epoch of this rank delivered nothing (infinite mode)
                 continue
-            item.index = index[item.epoch]
-            index[item.epoch] += 1
+            item.index = tally.batch(item.epoch)
             self._delivered += 1
             yield item
-        if self.infinite:
-            raise RuntimeError(f"rank {spec.rank}: no data in split {spec.split!r} of {spec.root} for this rank "
-                               f"(infinite mode needs at least one sample per rank and worker)")
-
-    def _record(self, end: EpochEnd, ends: Counter) -> None:
-        stats = self.stats.setdefault(end.epoch, Counter())
-        stats["batches"] += end.batches
-        stats["samples"] += end.samples
-        stats.update(end.skipped)
-        ends[end.epoch] += 1
-        if ends[end.epoch] == self.spec.workers:
-            skipped = {k: v for k, v in stats.items() if k not in ("batches", "samples")}
-            log.info("rank %d epoch %d: %d batches, %d samples, skipped %s", self.spec.rank, end.epoch,
-                     stats["batches"], stats["samples"], skipped or "none")
+        if self.infinite:  # every reader stopped (nothing planned for any): the last epoch delivered nothing
+            raise tally.no_data()
 
 
-def read_index(source: str | Path) -> dict:
-    """index.json of a shard directory or URL prefix (through fastasr.sources)."""
-    url = sources.join(str(source), "index.json")
-    index = json.loads(sources.read_bytes(url))
-    if index.get("format") != "fastasr-shards/1":
-        raise ValueError(f"{url}: format {index.get('format')!r}, expected 'fastasr-shards/1'")
-    return index
+def read_index(source: str | Path, reach: Reach | None = None) -> dict:
+    """index.json of a shard directory or URL prefix (through fastasr.sources), its fields checked and the paths it
+    names within `reach` (shards.index.open_index: a UserError otherwise)."""
+    return open_index(source, "source", reach=reach)[1]
 
 
-def sample_format(index: dict, root: str, split: str) -> SampleFormat:
+def sample_format(index: dict, root: str, split: str, reach: Reach | None = None) -> SampleFormat:
     """Own shards, or shards other tools wrote that `fastasr index` described (its `origin`)."""
     origin = index.get("origin")
     if origin is None:
         return OWN_SHARDS
     text = None if origin.get("normalized", False) else TextConfig.from_dict(index["text"])
     return SampleFormat(transcript=origin.get("transcript", "txt"), text=text,
-                        durations=table_url(root, index["splits"][split]))
+                        durations=table_url(root, index["splits"][split], reach))
 
 
-def split_texts(source, split: str = "train", *, limit: int | None = None) -> Iterator[str]:
+def split_texts(source, split: str = "train", *, limit: int | None = None,
+                reach: Reach | None = None) -> Iterator[str]:
     """The normalised transcripts of a split in index order, read without audio (e.g. to train a tokenizer);
-    unusable samples are skipped (counted in the log)."""
-    index = read_index(source)
+    unusable samples are skipped (counted in the log). reach: the opt-ins of an index read from a URL."""
+    index = read_index(source, reach)
     root = str(source)
     entry = index["splits"][split]
-    fmt = sample_format(index, root, split)
+    fmt = sample_format(index, root, split, reach)
     handler = SkipAndCount(quiet=True)
     groups = read_groups([Piece(s["path"]) for s in entry["shards"]], root=root, handler=handler, audio=False)
     n = 0
@@ -214,7 +203,8 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
                  bucket_edges: tuple[float, ...] | None = None, min_duration: float = 0.0,
                  max_duration: float | None = None, on_error: str = "skip", prefetch_factor: int = 4,
                  tokenizer=None, speed_perturb: tuple[float, ...] = (), exclude: dict | None = None,
-                 continue_from: tuple[dict, list[dict]] | None = None) -> Loader:
+                 continue_from: tuple[dict, list[dict]] | None = None, allow_pipe: bool = False,
+                 allow_foreign_paths: bool = False) -> Loader:
     """Batches of split `split` of the shard directory `source` for this rank (DESIGN.md).
 
     max_batch_seconds bounds B × (longest duration in the batch), from the json durations. infinite=False: one
@@ -224,19 +214,28 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
     on_error: "skip" (corrupt samples are logged with their KEY, counted in `stats`, and skipped) or "raise".
     tokenizer: what turns transcripts into `tokens` (anything with `encode(text) -> list[int]` that pickles);
     default the characters of the index's alphabet.
+    min_duration, max_duration: seconds; an utterance outside is skipped and counted (too_short / too_long) by its
+    planned duration, and by its audio header (max_duration) before decoding. What the shards claim is checked
+    before it is read: tar members from their headers (sparse or oversized members: shards.scan.refuse_member),
+    the audio header against the planned duration, sample rate and channels (stages.check_header).
     speed_perturb: factors such as (0.9, 1.0, 1.1), one drawn per sample and epoch (resampling in the workers).
     exclude: {epoch: {shard path: sample ordinals}} not to deliver in that epoch (resume.py, another world size).
     continue_from: (stream_state, positions) of a run under another world size ({"epoch", "batches"} per old
     rank): this rank's share of what that run had not delivered yet, from the epoch it was in (resume.py);
     epoch, skip_batches and exclude are derived.
-    source: a directory or a URL prefix (https://, s3://, gs://, any fsspec URL) holding index.json.
+    source: a directory or a URL prefix (https://, s3://, gs://, any fsspec URL) holding index.json. An index read
+    from a URL names its shards under its own prefix: it runs a `pipe:` command only with allow_pipe, and follows a
+    path elsewhere (a local path, file://, another host or scheme) only with allow_foreign_paths (shards.index.Reach;
+    an index in a local directory may name any of them). Its fields and its durations table are checked here
+    (UserError naming the file and the field).
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if num_workers < 0 or skip_batches < 0:
         raise ValueError(f"num_workers and skip_batches must be ≥ 0, got {num_workers}, {skip_batches}")
     root = str(source)
-    index = read_index(root)
+    reach = Reach(allow_pipe=allow_pipe, allow_foreign_paths=allow_foreign_paths)
+    index = read_index(root, reach)
     if split not in index["splits"]:
         raise KeyError(f"split {split!r} not in {sources.join(root, 'index.json')} (has {sorted(index['splits'])})")
     if any(not (0.5 <= f <= 2.0) for f in speed_perturb):
@@ -261,8 +260,8 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         min_duration=min_duration,
         max_duration=max_duration,
         on_error=on_error,
-        fmt=sample_format(index, root, split),
-        durations=table_url(root, entry),
+        fmt=sample_format(index, root, split, reach),
+        durations=table_url(root, entry, reach),
         exclude=exclusions(exclude),
         speed_perturb=tuple(float(f) for f in speed_perturb),
     )
@@ -272,6 +271,8 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         spec, skip_batches = replace(spec, exclude=exclusions(exclude)), 0
         log.info("rank %d: continuing epoch %d of a %d-rank run as rank %d of %d; the %d utterances it had delivered "
                  "are left out", rank, epoch, state["world"], rank, world_size, delivered)
+    if spec.durations is not None:
+        durations_table(spec.durations)  # read and checked here: a bad table is one UserError, not a worker's crash
     _log_fetches(spec)
     PaddedSecondsBudget(spec.max_batch_seconds, max_batch_size)  # validate early, in the caller's process
     DurationBuckets(spec.bucket_edges)

@@ -83,7 +83,9 @@ def reader_items(spec: LoaderSpec, role: int, epoch: int, infinite: bool, *, han
     """A reader's planned batches, epoch after epoch, each epoch closed by an EpochEnd.
 
     In infinite mode a reader that got nothing in an epoch stops (instead of spinning forever on no data), unless
-    that epoch's samples had been delivered before a resume under another world size.
+    that epoch's samples had been delivered before a resume under another world size. An epoch planned but not
+    delivered (planned from the durations table, its shards missing) goes on to the next: epochs.py sees the whole
+    rank and ends the stream when none of its readers delivered anything.
     """
     while True:
         batches = samples = 0
@@ -92,7 +94,8 @@ def reader_items(spec: LoaderSpec, role: int, epoch: int, infinite: bool, *, han
             samples += len(planned.samples)
             yield planned
         counts = handler.take() if isinstance(handler, SkipAndCount) else {}
-        yield EpochEnd(epoch, batches, samples, counts)
-        if not infinite or (batches == 0 and epoch not in dict(spec.exclude)):  # (all delivered before: go on)
+        final = not infinite or (batches == 0 and epoch not in dict(spec.exclude))  # (all delivered before: go on)
+        yield EpochEnd(epoch, batches, samples, counts, final)
+        if final:
             return
         epoch += 1

@@ -35,6 +35,7 @@ class TarGroup:
     members: dict[str, bytes]
     shard: str = ""  # the shard's path as the index spells it
     ordinal: int = -1  # the KEY group's position in the shard: with `shard`, what identifies a sample in an epoch
+    refused: tuple[str, str] | None = None  # (reason, detail): a member its tar header said not to read
 
 
 @dataclass
@@ -68,6 +69,7 @@ class EpochEnd:
     batches: int
     samples: int
     skipped: dict[str, int] = field(default_factory=dict)
+    final: bool = False  # the reader stops after this epoch (nothing was planned for it)
 
 
 @dataclass

@@ -19,7 +19,8 @@ import soundfile as sf
 from fastasr import sources
 from fastasr.audio.files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
 from fastasr.kernels import normalize_preemphasize
-from fastasr.shards.scan import split_name  # WebDataset's KEY/extension rule, shared with `fastasr index`
+# WebDataset's KEY/extension rule and the bounds on what a member may claim, shared with `fastasr index`
+from fastasr.shards.scan import member_limit, refuse_member, split_name
 from fastasr.text.normalization import TextConfig, TextRejected, normalize
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget
@@ -61,8 +62,10 @@ def read_groups(pieces: Iterable[Piece], *, root: str, handler: Handler, audio: 
 
 
 def _groups_of(piece: Piece, root: str, audio: bool, excluded: frozenset[int]):
-    """Yields the part's TarGroups; returns how many KEY groups the shard held."""
-    ordinal, key, members = -1, None, {}
+    """Yields the part's TarGroups; returns how many KEY groups the shard held. A member is read only once its
+    header passed refuse_member (a group with a refused member carries the refusal, for parse_text to raise);
+    members nothing reads (another extension) and audio in metadata mode become b"" unread."""
+    ordinal, key, members, refused = -1, None, {}, None
 
     def mine(i: int) -> bool:
         return i % piece.parts == piece.part and i not in excluded
@@ -76,16 +79,17 @@ def _groups_of(piece: Piece, root: str, audio: bool, excluded: frozenset[int]):
                 k, ext = split_name(info.name)
                 if k != key:
                     if key is not None and mine(ordinal):
-                        yield TarGroup(key, members, piece.path, ordinal)
-                    ordinal, key, members = ordinal + 1, k, {}
+                        yield TarGroup(key, members, piece.path, ordinal, refused)
+                    ordinal, key, members, refused = ordinal + 1, k, {}, None
                 if not mine(ordinal):
                     continue  # another reader's sample: its bytes are skipped (by seeking, where possible)
-                if not audio and ext in AUDIO_EXTENSIONS:
+                refused = refused or refuse_member(info, ext)
+                if refused or member_limit(ext) is None or (not audio and ext in AUDIO_EXTENSIONS):
                     members[ext] = b""
                 else:
                     members[ext] = tar.extractfile(info).read()
             if key is not None and mine(ordinal):
-                yield TarGroup(key, members, piece.path, ordinal)
+                yield TarGroup(key, members, piece.path, ordinal, refused)
     return ordinal + 1
 
 
@@ -126,6 +130,8 @@ def parse_sample(group: TarGroup, *, tokenizer, fmt: SampleFormat = OWN_SHARDS) 
 
 def parse_text(group: TarGroup, fmt: SampleFormat = OWN_SHARDS) -> tuple[float, str, str]:
     """(duration, normalised transcript, the audio member's extension) of a KEY group, or a SampleError."""
+    if group.refused is not None:
+        raise SampleError(*group.refused)
     formats = [ext for ext in AUDIO_EXTENSIONS if ext in group.members]
     if len(formats) != 1:
         raise SampleError("no_audio" if not formats else "many_audio", f"members {sorted(group.members)}")
@@ -211,9 +217,15 @@ def perturb_speed(samples: Iterable[Sample], *, factors: tuple[float, ...], seed
 
 def filter_duration(samples: Iterable[Sample], *, min_duration: float, max_duration: float | None,
                     handler: Handler) -> Iterator[Sample]:
+    """Samples of planned duration in [min_duration, max_duration]; the rest are counted as too_short / too_long
+    (decode_audio checks max_duration again on the audio header)."""
     for s in samples:
-        if s.duration < min_duration or (max_duration is not None and s.duration > max_duration):
-            handler(SampleError("duration_filter", f"{s.duration:.3f} s"), s.key, "filter_duration")
+        if s.duration < min_duration:
+            handler(SampleError("too_short", f"{s.duration:.3f} s (min_duration {min_duration:g} s)"), s.key,
+                    "filter_duration")
+        elif max_duration is not None and s.duration > max_duration:
+            handler(SampleError("too_long", f"{s.duration:.3f} s (max_duration {max_duration:g} s)"), s.key,
+                    "filter_duration")
         else:
             yield s
 
@@ -272,10 +284,29 @@ def bucket_batches(samples: Iterable[Sample], *, buckets: DurationBuckets, budge
 # --- decoding and padding -----------------------------------------------------------------------------------------
 
 
-def decode_audio(sample: Sample) -> np.ndarray:
-    """Compressed bytes → float32 mono 16 kHz, peak-normalised then pre-emphasised (the Numba kernel)."""
+# What a sample's audio header may say before it is decoded: decoding allocates what the header claims (frames ×
+# channels), so the claim must agree with the planned duration the batch budget was checked on (KEY.json or the
+# durations table, themselves the headers' frames / rate when the shard or index was written) within
+# max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_FRACTION × planned): room for encoders' padding and rounded
+# manifests, none for a one-hour file listed as 1.5 s. Sample rates outside SAMPLE_RATES and more than
+# MAX_CHANNELS channels (a multi-microphone array at most) are no speech recording the loader should decode.
+DURATION_TOLERANCE_S = 0.1
+DURATION_TOLERANCE_FRACTION = 0.02
+SAMPLE_RATES = (1_000, 192_000)  # Hz, inclusive
+MAX_CHANNELS = 16
+
+
+def decode_audio(sample: Sample, max_duration: float | None = None) -> np.ndarray:
+    """Compressed bytes → float32 mono 16 kHz, peak-normalised then pre-emphasised (the Numba kernel).
+
+    The header is checked first (check_header; `max_duration`: seconds, as stored, before speed perturbation);
+    libsndfile then reads at most the frames it claims."""
     try:
-        x, sr = sf.read(io.BytesIO(sample.audio_bytes), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(sample.audio_bytes)) as f:
+            check_header(f.frames, f.samplerate, f.channels, sample, max_duration)
+            x, sr = f.read(dtype="float32", always_2d=True), f.samplerate
+    except SampleError:
+        raise
     except Exception as exc:  # libsndfile's errors carry no useful type
         raise SampleError("decode", str(exc)) from None
     x = mono_16k(x, sr * sample.speed)  # read at speed × its rate, resampled to 16 kHz: 1/speed as long
@@ -287,18 +318,33 @@ def decode_audio(sample: Sample) -> np.ndarray:
         raise SampleError("decode", str(exc)) from None
 
 
+def check_header(frames: int, rate: int, channels: int, sample: Sample, max_duration: float | None) -> None:
+    """SampleError unless the header's rate and channels are in range, its duration is the planned one (within the
+    tolerance) and at most max_duration."""
+    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise SampleError("bad_sample_rate", f"{rate} Hz (accepted: {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz)")
+    if channels > MAX_CHANNELS:
+        raise SampleError("too_many_channels", f"{channels} channels (accepted: up to {MAX_CHANNELS})")
+    seconds, planned = frames / rate, sample.duration * sample.speed  # as stored: perturbation divided the plan's
+    if abs(seconds - planned) > max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_FRACTION * planned):
+        raise SampleError("duration_mismatch", f"the audio header holds {seconds:.3f} s, the plan {planned:.3f} s")
+    if max_duration is not None and seconds > max_duration:
+        raise SampleError("too_long", f"{seconds:.3f} s (max_duration {max_duration:g} s)")
+
+
 def warm_up() -> None:
     """Load the Numba kernel in this process so that forked DataLoader workers inherit it compiled."""
     normalize_preemphasize(np.array([0.5, -0.25], dtype=np.float32))
 
 
-def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler) -> Iterator[tuple[PlannedBatch, list]]:
+def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler, max_duration: float | None = None
+                   ) -> Iterator[tuple[PlannedBatch, list]]:
     """Decode every sample of each planned batch; a sample that fails is dropped from its batch (and counted)."""
     for planned in batches:
         decoded = []
         for s in planned.samples:
             try:
-                decoded.append((s, decode_audio(s)))
+                decoded.append((s, decode_audio(s, max_duration)))
             except Exception as exc:
                 handler(exc, s.key, "decode")
         if decoded:

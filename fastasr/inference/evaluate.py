@@ -23,8 +23,10 @@ def write_tsv(rows: list[tuple[str, str, str]], path: str | os.PathLike) -> None
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
              out: str | os.PathLike | None = None, *, beam: int = 1, device: str = "auto",
-             max_batch_seconds: float = 200.0, num_workers: int = 1, limit: int | None = None) -> dict:
-    """Decode a split with a checkpoint; returns the metrics and, with `out`, writes metrics.json + utterances.tsv."""
+             max_batch_seconds: float = 200.0, num_workers: int = 1, limit: int | None = None,
+             allow_pipe: bool = False, allow_foreign_paths: bool = False) -> dict:
+    """Decode a split with a checkpoint; returns the metrics and, with `out`, writes metrics.json + utterances.tsv.
+    allow_pipe, allow_foreign_paths: build_loader's opt-ins for an index read from a URL."""
     from fastasr.data import build_loader
     from fastasr.model.transducer import log_mel
 
@@ -34,7 +36,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     # The loader's tokens go unused (references are the texts), so it keeps the data's own character tokens: an
     # utterance the model's tokenizer could not encode is still scored, not skipped.
     loader = build_loader(data, split, max_batch_seconds=max_batch_seconds, num_workers=num_workers,
-                          shuffle=False, infinite=False, rank=0, world_size=1)
+                          shuffle=False, infinite=False, rank=0, world_size=1, allow_pipe=allow_pipe,
+                          allow_foreign_paths=allow_foreign_paths)
     rows = list(transcribe_loader(model, tokenizer, frontend, loader, dev, beam=beam, limit=limit))
     rows.sort()
     metrics = score([r for _, r, _ in rows], [h for _, _, h in rows])

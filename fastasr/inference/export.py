@@ -13,7 +13,11 @@ the traced ones, compared with torch (the largest differences are recorded in mo
 `quantize="int8"` adds onnxruntime's dynamic quantisation of each graph (int8 weights, activations quantised per
 call) as *.int8.onnx beside the float graphs, never instead of them.
 
-The directory is written under a temporary name next to OUT and renamed when complete.
+The directory is written under a temporary name next to OUT and renamed when complete. An OUT that exists is
+replaced only when it is empty or a fastasr export and nothing else (fastasr.runtime.model_dir.is_export: its
+model.json says so and it holds only the files an export writes); anything else there, a symlink or a file as OUT
+is refused. The old export is renamed aside before the new one is renamed in and deleted only after, so a crash
+at any point leaves one of the two whole (at worst the old under `.OUT.old-*` beside it).
 """
 
 from __future__ import annotations
@@ -33,12 +37,11 @@ from torch import nn
 from fastasr.audio.files import PREEMPHASIS
 from fastasr.audio.mel import MelSettings
 from fastasr.errors import UserError
-from fastasr.model.checkpoint import load, weights_digest
-from fastasr.model.config import ModelConfig
+from fastasr.model.checkpoint import load, model_of, weights_digest
 from fastasr.model.decode import MAX_SYMBOLS
 from fastasr.model.transducer import Transducer, count_parameters, log_mel
-from fastasr.runtime.model_dir import (DYNAMIC_AXES, GRAPHS, IO, MODEL_JSON, TOKENIZER_JSON, graph_file, model_json,
-                                       tokenizer_json)
+from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, TOKENIZER_JSON, graph_file,
+                                       is_export, model_json, tokenizer_json)
 from fastasr.text.tokenizer import MODEL_FILE, tokenizer_of
 
 OPSET = 17
@@ -152,25 +155,44 @@ def _write_graphs(model: Transducer, out: Path, quantize: str | None) -> dict[st
 
 
 def _load(checkpoint: Path) -> tuple[Transducer, dict]:
-    if not checkpoint.is_file():
-        raise UserError(f"{checkpoint}: no such checkpoint (expected a file written by `fastasr train`)")
-    try:
-        ckpt = load(checkpoint)
-        model = Transducer(ModelConfig.from_dict(ckpt["config"]["model"]))
-        model.load_state_dict(ckpt["model"])
-    except Exception as exc:  # torch.load's and load_state_dict's errors name no single type
-        raise UserError(f"{checkpoint}: not a fastasr checkpoint ({type(exc).__name__}: {exc})") from None
-    return model.eval(), ckpt
+    ckpt = load(checkpoint)
+    return model_of(ckpt, checkpoint).eval(), ckpt
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MODEL_JSON).is_file())):
-        raise UserError(f"{out}: exists and is not a fastasr export directory; choose another --out")
+    """Refuse an --out that export may not replace (see the module's docstring)."""
+    if out.is_symlink():
+        raise UserError(f"--out {out}: is a symbolic link; give the export directory itself (fastasr replaces "
+                        "only a directory it wrote)")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not an export directory; choose another --out")
+    if any(out.iterdir()) and not is_export(out):
+        raise UserError(f"--out {out}: exists and is not a fastasr export directory (it holds more than "
+                        f"{MODEL_JSON} of this format and {', '.join(sorted(EXPORT_FILES - {MODEL_JSON}))}); "
+                        "choose another --out")
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """`tmp` renamed to `out`; an existing `out` (an export: _prepare_out) renamed aside first, deleted last."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    _prepare_out(out)  # again: the export took a while, and the directory is someone's until checked
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, aside)  # onto the empty directory mkdtemp made: a rename, atomic
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(aside, out)
+        raise
+    shutil.rmtree(aside)
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None) -> Path:
     """Write the export directory `out` for `checkpoint` (replacing an earlier export there); returns `out`."""
-    checkpoint, out = Path(checkpoint), Path(out)
+    checkpoint, out = Path(checkpoint), Path(os.path.abspath(out))  # abspath: "." has a name and a parent too
     if quantize is not None and quantize not in QUANTIZE:
         raise UserError(f"--quantize {quantize!r}: choose from {list(QUANTIZE)}")
     _prepare_out(out)
@@ -199,9 +221,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
         if tokenizer.kind == "sentencepiece":  # for other runtimes (sherpa-onnx and the like); ours reads the json
             (tmp / MODEL_FILE).write_bytes(tokenizer.model)
         _write_json(tmp / MODEL_JSON, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,8 +1,18 @@
-"""The model's shape: what a checkpoint's `config["model"]` holds and `Transducer` is built from."""
+"""The model's shape: what a checkpoint's `config["model"]` holds and `Transducer` is built from.
+
+MAX_SIZES bounds each size setting far above any real transducer (the base preset: d_model 512, 16 layers, 8 heads,
+predictor and joint 640; billion-parameter Conformers use d_model about 1024 and some 40 layers), so that a typo
+(`model.d_model=100000000`: a 128 GB weight matrix) is refused by name before anything is allocated. The training
+settings are checked against them (fastasr.training.config.RULES), and so is a checkpoint's (fastasr.model.checkpoint).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+MAX_SIZES = {"n_mels": 512, "subsampling_channels": 4096, "d_model": 8192, "n_layers": 256, "n_heads": 256,
+             "ff_mult": 64, "conv_kernel": 1023, "pred_embed": 8192, "pred_hidden": 8192, "pred_layers": 64,
+             "joint_dim": 8192, "vocab_size": 1 << 20}
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,34 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _lstm_parameters(inputs: int, hidden: int, layers: int, directions: int = 1) -> int:
+    per_layer_direction = [4 * hidden * ((inputs if i == 0 else hidden * directions) + hidden + 2)
+                           for i in range(layers)]
+    return directions * sum(per_layer_direction)
+
+
+def parameter_count(c: ModelConfig) -> int:
+    """count_parameters(Transducer(c)) from the settings alone, without allocating: a checkpoint's weights are
+    checked against it before its model is built, so a file of a few bytes cannot make a reader build a huge model
+    (tests/model/test_transducer.py holds it equal to the built model's count)."""
+    d, linear = c.d_model, (lambda i, o: i * o + o)
+    channels, freqs, convs = c.subsampling_channels, c.n_mels, int(math.log2(c.subsampling))
+    n = 0
+    for i in range(convs):
+        n += linear(9 * (1 if i == 0 else channels), channels)
+        freqs = (freqs - 1) // 2 + 1
+    n += linear(channels * freqs, d)
+    if c.encoder == "conformer":
+        ff = 2 * d + linear(d, d * c.ff_mult) + linear(d * c.ff_mult, d)
+        attn = 2 * d + linear(d, 3 * d) + linear(d, d)
+        conv = 2 * d + linear(d, 2 * d) + linear(c.conv_kernel, d) + 2 * d + linear(d, d)
+        n += c.n_layers * (2 * ff + attn + conv + 2 * d)
+    else:
+        n += _lstm_parameters(d, d // 2, c.n_layers, directions=2)
+    n += c.vocab_size * c.pred_embed + _lstm_parameters(c.pred_embed, c.pred_hidden, c.pred_layers)
+    return n + linear(d, c.joint_dim) + linear(c.pred_hidden, c.joint_dim) + linear(c.joint_dim, c.vocab_size)
+
+
 def log_mel(c: ModelConfig):
     """The feature front end a model of this config was trained with (fastasr.model.features.LogMel)."""
     from fastasr.model.features import LogMel

@@ -23,11 +23,16 @@
 
 Both sides use this module, so the names are defined once. Reading validates everything the runtime relies on
 and raises UserError naming the file and what was expected: a missing or corrupt directory is one clear line.
+An export directory is data: every number the runtime sizes an array or a loop by lies within LIMITS (a model.json
+asking for n_fft=10**9 or 10**12 symbols per frame is refused, not obeyed), and every file it names is a plain file
+name inside the directory (no `../x.onnx`, no absolute path, no link out). EXPORT_FILES are the only names an export
+holds: `fastasr export` replaces a directory only when it holds those alone (`is_export`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +57,16 @@ IO = {
     "joiner": ({"encoder_out": ["N", "J"], "predictor_out": ["N", "J"]}, {"logits": ["N", "V"]}),
 }
 DYNAMIC_AXES = ("N", "T", "T_out")
+# model.json's numbers → the range this runtime accepts, each far beyond a real model's (fastasr exports n_fft 512,
+# hop 160, 80 mels, 10 symbols per frame): the runtime allocates frames, filterbanks and states and loops by them.
+# At the extremes (n_fft 4096, hop 32) a 30-second piece's spectrogram is ~1 GB, not the terabytes an unchecked
+# n_fft=10**9 or hop of 1 would ask for.
+LIMITS = {
+    "features.sample_rate": (1000, 192_000), "features.n_fft": (2, 4096), "features.win_length": (1, 4096),
+    "features.hop_length": (32, 4096), "features.n_mels": (1, 512), "decoding.vocab_size": (2, 1 << 20),
+    "decoding.max_symbols_per_frame": (1, 100), "encoder.dim": (1, 8192), "predictor.layers": (1, 64),
+    "predictor.hidden": (1, 8192),
+}
 # How the features are computed beyond MelSettings' numbers: fastasr.audio.mel.log_mel computes exactly this.
 FEATURE_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center": True, "pad_mode": "constant",
                   "power": 2.0, "mel_scale": "slaney", "mel_norm": "slaney", "log": "natural",
@@ -60,6 +75,22 @@ FEATURE_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center"
 
 def graph_file(graph: str, precision: str = "float") -> str:
     return f"{graph}.onnx" if precision == "float" else f"{graph}.{precision}.onnx"
+
+
+EXPORT_FILES = frozenset({MODEL_JSON, TOKENIZER_JSON, MODEL_FILE,
+                          *(graph_file(g, p) for g in GRAPHS for p in PRECISIONS)})
+
+
+def is_export(path: Path) -> bool:
+    """Whether the directory `path` holds a fastasr export and nothing else: its model.json of FORMAT, and only
+    EXPORT_FILES, as plain files. What `fastasr export` may replace (or an empty directory)."""
+    try:
+        entries = list(path.iterdir())
+        meta = json.loads((path / MODEL_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("format") == FORMAT
+            and all(e.name in EXPORT_FILES and e.is_file() and not e.is_symlink() for e in entries))
 
 
 def tokenizer_json(tokenizer) -> dict:
@@ -116,7 +147,7 @@ class ModelDir:
         if precision not in self.meta["graphs"]:
             hint = " (export with --quantize int8)" if precision == "int8" else ""
             raise UserError(f"{self.path}: has no {precision} graphs{hint}; it holds {sorted(self.meta['graphs'])}")
-        path = self.path / self.meta["graphs"][precision][graph]
+        path = self.path / self.meta["graphs"][precision][graph]  # a plain name inside the directory (_inside)
         if not path.is_file():
             raise UserError(f"{path}: missing from the export directory (model.json lists it)")
         return path
@@ -143,6 +174,28 @@ def _field(data: dict, dotted: str, kind: type | tuple, path: Path):
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
         raise UserError(f"{path}: field {dotted!r} is {value!r}, expected {getattr(kind, '__name__', kind)}")
     return value
+
+
+def _number(data: dict, dotted: str, path: Path):
+    """A field of `data` that must be a finite number (json reads NaN and Infinity too), within LIMITS if listed."""
+    value = _field(data, dotted, (int, float), path)
+    if not math.isfinite(value):
+        raise UserError(f"{path}: field {dotted!r} is {value!r}, expected a finite number")
+    if dotted in LIMITS:
+        low, high = LIMITS[dotted]
+        if not (isinstance(value, int) and low <= value <= high):
+            raise UserError(f"{path}: field {dotted!r} is {value!r}, expected an integer in {low}..{high}")
+    return value
+
+
+def _inside(directory: Path, name: object, what: str, meta_path: Path) -> Path:
+    """directory/name for a file model.json names: a plain file name, and not a link that leads out."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise UserError(f"{meta_path}: {what} is {name!r}; expected a file name inside the export directory")
+    target = directory / name
+    if target.is_symlink() and not target.resolve().is_relative_to(directory.resolve()):
+        raise UserError(f"{meta_path}: {what} {name!r} is a link out of the export directory")
+    return target
 
 
 def _read_tokenizer(path: Path, vocab_size: int) -> CharTokenizer | PieceDecoder:
@@ -185,27 +238,46 @@ def read_model_dir(path: str | Path) -> ModelDir:
         if _field(meta, key, object, meta_path) != want:
             raise UserError(f"{meta_path}: {key} is {_field(meta, key, object, meta_path)!r}; this runtime "
                             f"computes {want!r}")
-    settings = {}
-    for name, f in MelSettings.__dataclass_fields__.items():
-        kind = bool if isinstance(f.default, bool) else int if isinstance(f.default, int) else (int, float)
-        settings[name] = _field(meta, f"features.{name}", kind, meta_path)
-    try:
-        mel = MelSettings(**settings)
-    except ValueError as exc:
-        raise UserError(f"{meta_path}: bad log-mel settings ({exc})") from None
+    mel = _read_mel(meta, meta_path)
     graphs = _field(meta, "graphs", dict, meta_path)
     for precision, files in graphs.items():
         if precision not in PRECISIONS or not isinstance(files, dict) or set(files) != set(GRAPHS):
             raise UserError(f"{meta_path}: graphs.{precision} must name the files of {list(GRAPHS)}")
+        for graph, name in files.items():
+            _inside(path, name, f"graphs.{precision}.{graph}", meta_path)
     blank = _field(meta, "decoding.blank_id", int, meta_path)
     if blank != BLANK:
         raise UserError(f"{meta_path}: decoding.blank_id is {blank}; fastasr tokenizers use {BLANK}")
-    vocab_size = _field(meta, "decoding.vocab_size", int, meta_path)
-    tokenizer = _read_tokenizer(path / _field(meta, "tokenizer", str, meta_path), vocab_size)
-    return ModelDir(path=path, meta=meta, mel=mel,
-                    preemphasis=float(_field(meta, "audio.preemphasis", (int, float), meta_path)),
-                    blank=blank, vocab_size=vocab_size,
-                    max_symbols=_field(meta, "decoding.max_symbols_per_frame", int, meta_path),
-                    encoder_dim=_field(meta, "encoder.dim", int, meta_path),
-                    pred_layers=_field(meta, "predictor.layers", int, meta_path),
-                    pred_hidden=_field(meta, "predictor.hidden", int, meta_path), tokenizer=tokenizer)
+    preemphasis = _number(meta, "audio.preemphasis", meta_path)
+    if not 0 <= preemphasis < 1:
+        raise UserError(f"{meta_path}: audio.preemphasis is {preemphasis!r}, expected 0 <= coefficient < 1")
+    vocab_size = _number(meta, "decoding.vocab_size", meta_path)
+    tokenizer = _read_tokenizer(_inside(path, _field(meta, "tokenizer", str, meta_path), "tokenizer", meta_path),
+                                vocab_size)
+    return ModelDir(path=path, meta=meta, mel=mel, preemphasis=float(preemphasis), blank=blank,
+                    vocab_size=vocab_size, max_symbols=_number(meta, "decoding.max_symbols_per_frame", meta_path),
+                    encoder_dim=_number(meta, "encoder.dim", meta_path),
+                    pred_layers=_number(meta, "predictor.layers", meta_path),
+                    pred_hidden=_number(meta, "predictor.hidden", meta_path), tokenizer=tokenizer)
+
+
+def _read_mel(meta: dict, meta_path: Path) -> MelSettings:
+    """The log-mel settings, each of its type, the sizes within LIMITS and the band within the Nyquist range."""
+    settings = {}
+    for name, f in MelSettings.__dataclass_fields__.items():
+        key = f"features.{name}"
+        if isinstance(f.default, bool):
+            settings[name] = _field(meta, key, bool, meta_path)
+        else:
+            settings[name] = _number(meta, key, meta_path)
+            if isinstance(f.default, int) and not isinstance(settings[name], int):
+                raise UserError(f"{meta_path}: field {key!r} is {settings[name]!r}, expected int")
+    s = settings
+    if not 0 <= s["f_min"] < s["f_max"] <= s["sample_rate"] / 2 or not s["log_floor"] > 0 or not s["norm_eps"] > 0:
+        raise UserError(f"{meta_path}: features need 0 <= f_min < f_max <= sample_rate / 2 and a positive log_floor "
+                        f"and norm_eps; got f_min={s['f_min']}, f_max={s['f_max']}, log_floor={s['log_floor']}, "
+                        f"norm_eps={s['norm_eps']}")
+    try:
+        return MelSettings(**settings)
+    except ValueError as exc:
+        raise UserError(f"{meta_path}: bad log-mel settings ({exc})") from None

@@ -1,4 +1,5 @@
-"""OUT/index.json and OUT/rejected.tsv: building them from shard results, and combining `--part` builds.
+"""OUT/index.json and OUT/rejected.tsv: opening an index (its fields checked, the paths it names kept within
+`Reach`), building them from shard results, and combining `--part` builds.
 
 With `--part I/N`, part I writes its own `OUT/parts/index-I-of-N.json` and `OUT/parts/rejected-I-of-N.tsv`. The part
 that finds all N part files present (whichever finishes last) combines them into `OUT/index.json` and
@@ -10,49 +11,65 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
+from fastasr import sources
 from fastasr.corpus.split import SPLITS
 from fastasr.errors import UserError
+from fastasr.shards.schema import check_durations, check_index
 
 FORMAT = "fastasr-shards/1"
 PARTS_DIR = "parts"
+# index.json and the durations tables are read whole and parsed: bounded first. Open STT's 16.5 M utterances make a
+# 98 MB durations table; a larger file is refused before it is read past this size.
+MAX_METADATA_BYTES = 512 << 20
 
 
-def open_index(path: str | os.PathLike, option: str = "--data", allow_file: bool = False) -> tuple[Path | str, dict]:
+def open_index(path: str | os.PathLike, option: str = "--data", allow_file: bool = False,
+               reach: Reach | None = None) -> tuple[Path | str, dict]:
     """(shard directory or URL prefix, its index.json) for a path or URL a user gave as `option`; UserError naming it
-    when it is not one (`allow_file`: the index.json itself will do)."""
-    from fastasr import sources
-
+    when it is not one (`allow_file`: the index.json itself will do), when a field is malformed (schema.py) or when
+    a path it names is out of its `reach` (default: no opt-ins)."""
     if sources.is_remote(str(path)):
-        return _open_remote_index(str(path), option)
-    path = Path(path)
+        root, index, where = _open_remote_index(str(path), option)
+    else:
+        root, index, where = _open_local_index(Path(path), option, allow_file)
+    check_index(index, where)
+    check_paths(root, index, reach or Reach(), where)
+    return root, index
+
+
+def _open_local_index(path: Path, option: str, allow_file: bool) -> tuple[Path, dict, str]:
     index_path = path / "index.json" if path.is_dir() or not allow_file else path
     if not index_path.is_file():
         what = f"has no {index_path.name}" if path.is_dir() else "does not exist"
         if path.is_file() and not allow_file:
             what = "is a file"
+        if index_path.exists():
+            what = f"holds {index_path.name}, but not as a regular file"
         raise UserError(f"{option} {path} {what} (it should be a shard directory made by `fastasr shard`, with "
                         f"index.json, or a URL prefix holding one)")
+    where = f"{option} {path}: {index_path}"
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index = json.loads(sources.read_bytes(str(index_path), MAX_METADATA_BYTES))
     except (ValueError, OSError) as err:
-        raise UserError(f"{option} {path}: {index_path} cannot be read as JSON ({err})") from None
-    _check_format(index, f"{option} {path}: {index_path}")
-    return index_path.parent, index
+        raise UserError(f"{where} cannot be read as JSON ({err})") from None
+    _check_format(index, where)
+    return index_path.parent, index, where
 
 
-def _open_remote_index(url: str, option: str) -> tuple[str, dict]:
-    from fastasr import sources
-
+def _open_remote_index(url: str, option: str) -> tuple[str, dict, str]:
     if sources.is_pipe(url):
         raise UserError(f"{option} {url}: a pipe: source is a shard, not a shard directory; give the directory or URL "
-                        "prefix holding index.json (its shard paths may be pipe: commands)")
+                        "prefix holding index.json")
     root = url[: -len("/index.json")] if url.endswith("/index.json") else url.rstrip("/")
     index_url = sources.join(root, "index.json")
     try:
-        data = sources.read_bytes(index_url)
+        data = sources.read_bytes(index_url, MAX_METADATA_BYTES)
     except FileNotFoundError:
         raise UserError(f"{option} {url}: {index_url} does not exist (it should hold the index.json of a shard "
                         "directory)") from None
@@ -62,14 +79,70 @@ def _open_remote_index(url: str, option: str) -> tuple[str, dict]:
         index = json.loads(data)
     except ValueError as err:
         raise UserError(f"{option} {url}: {index_url} cannot be read as JSON ({err})") from None
-    _check_format(index, f"{option} {url}: {index_url}")
-    return root, index
+    where = f"{option} {url}: {index_url}"
+    _check_format(index, where)
+    return root, index, where
 
 
 def _check_format(index, where: str) -> None:
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         got = index.get("format") if isinstance(index, dict) else None
         raise UserError(f"{where} is not a fastasr shard index (format {got!r}, expected {FORMAT!r})")
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where the paths named inside an index (its shards, its durations tables) may lead: the one rule every reader
+    of an index applies, through `resolve`.
+
+    An index read from a local directory is the user's own file: its paths may be anything a source may be
+    (relative or absolute paths, file://, URLs, `pipe:CMD`), as if typed on the command line. An index read from a
+    URL is data from elsewhere: each path must resolve under that index's own URL prefix. A `pipe:` command there
+    runs only with `allow_pipe` (--allow-pipe); anything else — an absolute local path, file://, another host,
+    bucket or scheme, `..` out of the prefix, an fsspec `::` chain — is followed only with `allow_foreign_paths`
+    (--allow-foreign-paths).
+    """
+
+    allow_pipe: bool = False
+    allow_foreign_paths: bool = False
+
+    def resolve(self, root: str, path: str, where: str) -> str:
+        """The source `path` names, for the index at `root`; `where` (the index file and the field) starts the
+        UserError that refuses it."""
+        root, path = str(root), str(path)
+        url = sources.join(root, path)
+        if not sources.is_remote(root):
+            return url
+        if sources.is_pipe(path):
+            if not self.allow_pipe:
+                raise UserError(f"{where}: {sources.shown(path)} is a pipe: command, and an index read from a URL "
+                                "does not run commands (to run it: --allow-pipe, or allow_pipe=True)")
+            return url
+        if not self.allow_foreign_paths and not _under(root, url):
+            raise UserError(f"{where}: {sources.shown(path)} is not under {root.rstrip('/')}/, and an index read "
+                            "from a URL names its files under its own prefix (to follow it: --allow-foreign-paths, "
+                            "or allow_foreign_paths=True)")
+        return url
+
+
+def _under(root: str, url: str) -> bool:
+    """`url` lies under the URL prefix `root`: same scheme and host, no `..` out of it, no fsspec chain."""
+    prefix = root.rstrip("/") + "/"
+    if not url.startswith(prefix) or "::" in url:
+        return False
+    rest = unquote(url[len(prefix):].split("?", 1)[0].split("#", 1)[0]).replace("\\", "/")
+    norm = posixpath.normpath(rest) if rest else ""
+    return norm not in ("", ".", "..") and not norm.startswith(("../", "/"))
+
+
+def check_paths(root: str | Path, index: dict, reach: Reach, where: str) -> None:
+    """Every path the index names (each split's shards and durations table) within `reach`; UserError naming the
+    first that is not."""
+    for name, entry in index["splits"].items():
+        for i, shard in enumerate(entry["shards"]):
+            reach.resolve(root, shard["path"], f"{where}: splits.{name}.shards[{i}].path")
+        if entry.get("durations"):
+            reach.resolve(root, entry["durations"], f"{where}: splits.{name}.durations")
 
 
 def atomic_write(path: Path, data: str) -> None:
@@ -145,6 +218,22 @@ def write_durations_table(path: Path, split: str, shards: dict[str, list]) -> No
     reads it), atomically: a reader never sees half a table."""
     atomic_write(path, json.dumps({"format": DURATIONS_FORMAT, "split": split, "shards": shards},
                                   separators=(",", ":")))
+
+
+def read_durations_table(url: str) -> dict[str, list]:
+    """The {shard path: durations} of the table at `url`, its fields checked: a UserError naming the file (and the
+    field) when it cannot be read or is malformed."""
+    try:
+        data = json.loads(sources.read_bytes(url, MAX_METADATA_BYTES))
+    except OSError as err:
+        raise UserError(f"{sources.describe(url)}: the durations table cannot be read ({err})") from None
+    except ValueError as err:
+        raise UserError(f"{sources.describe(url)}: the durations table cannot be read as JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != DURATIONS_FORMAT:
+        got = data.get("format") if isinstance(data, dict) else None
+        raise UserError(f"{sources.describe(url)}: format {got!r}, expected {DURATIONS_FORMAT!r}")
+    check_durations(data, sources.describe(url))
+    return data["shards"]
 
 
 def write_durations(out: Path, index: dict, durations: dict[str, list]) -> None:

@@ -19,7 +19,15 @@ from fastasr.errors import UserError
 from fastasr.text.normalization import TextConfig, TextRejected, normalize
 
 AUDIO_EXTENSIONS = ("opus", "flac", "wav", "mp3", "ogg")  # what libsndfile 1.2 reads (mp3 since 1.1)
+TEXT_EXTENSIONS = ("txt", "json")
 JSON_DURATION_TOLERANCE_S = 0.010  # a json `duration` further than this from the header is counted as a warning
+# What a tar member may claim (its header's size) before a byte of it is read, here, in the loader and in
+# `fastasr stats`. An audio member: 64 MiB, room for far more than an utterance (30 s, the longest `fastasr shard`
+# keeps by default, is 11.5 MB even as 48 kHz stereo float32 WAV, the largest form a corpus stores). A txt / json
+# member: 1 MiB (a transcript and its metadata take a few hundred bytes). Members of other extensions are never
+# read, whatever their size; sparse members (GNU or PAX sparse: a few stored bytes that expand to any size) never.
+MAX_AUDIO_MEMBER_BYTES = 64 * 2**20
+MAX_TEXT_MEMBER_BYTES = 2**20
 
 
 class Unusable(ValueError):
@@ -29,6 +37,26 @@ class Unusable(ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def member_limit(ext: str) -> int | None:
+    """The most bytes a member with this extension may hold; None: a member nothing reads."""
+    if ext in AUDIO_EXTENSIONS:
+        return MAX_AUDIO_MEMBER_BYTES
+    return MAX_TEXT_MEMBER_BYTES if ext in TEXT_EXTENSIONS else None
+
+
+def refuse_member(info: tarfile.TarInfo, ext: str) -> tuple[str, str] | None:
+    """(reason, detail) when the member's header says it must not be read (sparse, or over its size limit), from
+    the header alone; None when it may be read, or is never read."""
+    limit = member_limit(ext)
+    if limit is None:
+        return None
+    if info.issparse():
+        return "sparse_member", f"{info.name} is a sparse member ({info.size} bytes once expanded)"
+    if info.size > limit:
+        return "member_too_large", f"{info.name} holds {info.size} bytes (a .{ext} member may hold {limit})"
+    return None
 
 
 def parse_transcript_rule(spec: str) -> str:
@@ -139,7 +167,7 @@ def scan_shard(url: str, path: str, rule: str, text: TextConfig) -> ShardScan:
 
 
 def _scan_tar(f, scan: ShardScan, rule: str, text: TextConfig) -> None:
-    key, members, dupes, seen = None, {}, [], set()
+    key, members, dupes, seen, refused = None, {}, [], set(), None
     with tarfile.open(fileobj=f, mode="r|") as tar:
         for info in tar:
             if not info.isfile():
@@ -147,21 +175,24 @@ def _scan_tar(f, scan: ShardScan, rule: str, text: TextConfig) -> None:
             k, ext = split_name(info.name)
             if k != key:
                 if key is not None:
-                    _finish(scan, key, members, dupes, seen, rule, text)
-                key, members, dupes = k, {}, []
+                    _finish(scan, key, members, dupes, seen, rule, text, refused)
+                key, members, dupes, refused = k, {}, [], None
             if ext in members:
                 dupes.append(ext)
-            members[ext] = tar.extractfile(info).read()
+            refused = refused or refuse_member(info, ext)
+            members[ext] = b"" if refused or member_limit(ext) is None else tar.extractfile(info).read()
         if key is not None:
-            _finish(scan, key, members, dupes, seen, rule, text)
+            _finish(scan, key, members, dupes, seen, rule, text, refused)
         _check_end(tar)
 
 
 def _finish(scan: ShardScan, key: str, members: dict[str, bytes], dupes: list[str], seen: set[str], rule: str,
-            text: TextConfig) -> None:
+            text: TextConfig, refused: tuple[str, str] | None = None) -> None:
     try:
         if key in seen:  # the loader groups adjacent members only: a KEY met again would be a second sample
             raise Unusable("duplicate_key", "the KEY appears again further on in the shard")
+        if refused:
+            raise Unusable(*refused)
         if dupes:
             raise Unusable("duplicate_member", f"members {sorted(dupes)} appear twice")
         duration = check_group(members, rule, text)

@@ -8,7 +8,9 @@ shards may be remote (fastasr.sources) or another tool's (indexed by `fastasr in
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +19,13 @@ import numpy as np
 from fastasr import sources
 from fastasr.corpus.checks import chars_per_second
 from fastasr.corpus.split import SPLITS
-from fastasr.shards.index import open_index
-from fastasr.shards.scan import raw_transcript, split_name
+from fastasr.shards.index import Reach, open_index, read_durations_table
+from fastasr.shards.scan import raw_transcript, refuse_member, split_name
 from fastasr.text.normalization import TextConfig, normalize
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+
+log = logging.getLogger("fastasr.stats")
 
 
 @dataclass
@@ -30,37 +34,46 @@ class SplitStats:
     words: list[int] = field(default_factory=list)
     cps: list[float] = field(default_factory=list)
     groups: set[str] = field(default_factory=set)  # `--group-by` groups of the samples (their KEY.json "group")
+    skipped: Counter = field(default_factory=Counter)  # samples left out while reading the shards, by reason
 
 
-def load_index(path: str | Path) -> tuple[Path | str, dict]:
-    return open_index(path, "PATH", allow_file=True)
+def load_index(path: str | Path, reach: Reach | None = None) -> tuple[Path | str, dict]:
+    return open_index(path, "PATH", allow_file=True, reach=reach)
 
 
 def iter_shard_records(url: str, durations: list | None = None, origin: dict | None = None,
-                       text: TextConfig | None = None):
+                       text: TextConfig | None = None, skipped: Counter | None = None):
     """(key, duration, text, group) per usable sample of one shard, reading only the small members (through
     fastasr.sources: local, pipe:, URLs). Durations come from the split's durations table when there is one
     (`durations`: this shard's list, tar order), else from KEY.json; shards other tools wrote (`origin`, from
     `fastasr index`) give their transcript by its rule, normalised with `text`; their unusable samples (null in
-    the table) are left out, as the loader leaves them out."""
+    the table) are left out, as the loader leaves them out. So is a sample with a member whose tar header the
+    loader refuses (scan.refuse_member: sparse, or over its size limit), logged and counted by reason in
+    `skipped`."""
     rule = (origin or {}).get("transcript", "txt")
     with sources.open_input(url) as f, tarfile.open(fileobj=f, mode="r:" if f.seekable() else "r|") as tar:
-        ordinal, key, members = -1, None, {}
+        ordinal, key, members, refused = -1, None, {}, None
         for member in tar:
             if not member.isfile():
                 continue
             k, ext = split_name(member.name)
             if k != key:
                 if key is not None:
-                    yield from _record(key, ordinal, members, durations, origin, rule, text)
-                ordinal, key, members = ordinal + 1, k, {}
-            if ext in ("json", "txt"):
+                    yield from _record(key, ordinal, members, durations, origin, rule, text, refused, skipped)
+                ordinal, key, members, refused = ordinal + 1, k, {}, None
+            refused = refused or refuse_member(member, ext)
+            if ext in ("json", "txt") and not refused:
                 members[ext] = tar.extractfile(member).read()  # audio bytes are skipped, by seeking where possible
         if key is not None:
-            yield from _record(key, ordinal, members, durations, origin, rule, text)
+            yield from _record(key, ordinal, members, durations, origin, rule, text, refused, skipped)
 
 
-def _record(key, ordinal, members, durations, origin, rule, text):
+def _record(key, ordinal, members, durations, origin, rule, text, refused=None, skipped=None):
+    if refused is not None:
+        log.warning("skipped %s (%s): %s", key, *refused)
+        if skipped is not None:
+            skipped[refused[0]] += 1
+        return
     duration = None
     if durations is not None:
         duration = durations[ordinal] if ordinal < len(durations) else None
@@ -76,8 +89,8 @@ def _record(key, ordinal, members, durations, origin, rule, text):
     yield key, float(duration), transcript, info.get("group") if isinstance(info, dict) else None
 
 
-def collect(root, index: dict) -> dict[str, SplitStats]:
-    out = {}
+def collect(root, index: dict, reach: Reach | None = None) -> dict[str, SplitStats]:
+    reach, out = reach or Reach(), {}
     origin = index.get("origin")
     text = TextConfig.from_dict(index["text"]) if origin is not None else None
     for split in [s for s in SPLITS if s in index["splits"]]:  # an index of foreign shards may lack a split
@@ -85,11 +98,11 @@ def collect(root, index: dict) -> dict[str, SplitStats]:
         entry = index["splits"][split]
         table = None
         if entry.get("durations"):
-            table = json.loads(sources.read_bytes(sources.join(str(root), entry["durations"])))["shards"]
+            table = read_durations_table(reach.resolve(root, entry["durations"], f"splits.{split}.durations"))
         for shard in entry.get("shards", []):
             values = table.get(shard["path"]) if table is not None else None
-            for key, duration, transcript, group in iter_shard_records(sources.join(str(root), shard["path"]), values,
-                                                                       origin, text):
+            url = reach.resolve(root, shard["path"], f"splits.{split}.shards")
+            for key, duration, transcript, group in iter_shard_records(url, values, origin, text, st.skipped):
                 st.durations.append(duration)
                 st.words.append(len(transcript.split()))
                 st.cps.append(chars_per_second(transcript, duration))
@@ -112,12 +125,15 @@ def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
         if d.size:
             res["duration_percentiles"] = _percentiles(d, 3)
             res["cps_percentiles"] = _percentiles(c, 2)
+        if st.skipped:  # samples the loader would refuse from their tar headers (sparse or oversized members)
+            res["skipped_in_shards"] = dict(sorted(st.skipped.items()))
         return res
 
     everything = SplitStats()
     for st in per_split.values():
         everything.durations += st.durations
         everything.words += st.words
+        everything.skipped += st.skipped
         everything.cps += st.cps
         everything.groups |= st.groups
     return {
@@ -154,6 +170,9 @@ def format_table(summary: dict) -> str:
     for reason, n in rejected.items():
         per = "".join(f"{b['rejected'].get(reason, 0):>8}" for b in summary["splits"].values())
         lines.append(f"  {reason:<24}{n:>8}{per}")
+    skipped = summary["all"].get("skipped_in_shards")
+    if skipped:
+        lines.append("left out while reading the shards: " + ", ".join(f"{r} {n}" for r, n in skipped.items()))
     return "\n".join(lines)
 
 
@@ -193,9 +212,13 @@ def plot(per_split: dict[str, SplitStats], plots_dir: Path) -> list[Path]:
     return paths
 
 
-def compute_stats(path: str | Path, plots_dir: str | Path | None = None) -> dict:
-    root, index = load_index(path)
-    per_split = collect(root, index)
+def compute_stats(path: str | Path, plots_dir: str | Path | None = None, *, allow_pipe: bool = False,
+                  allow_foreign_paths: bool = False) -> dict:
+    """The summary of the shard directory (or URL prefix, or index.json) `path`; allow_pipe, allow_foreign_paths:
+    the opt-ins of an index read from a URL (shards.index.Reach)."""
+    reach = Reach(allow_pipe=allow_pipe, allow_foreign_paths=allow_foreign_paths)
+    root, index = load_index(path, reach)
+    per_split = collect(root, index, reach)
     summary = summarize(index, per_split)
     if plots_dir is not None:
         summary["plots"] = [str(p) for p in plot(per_split, Path(plots_dir))]

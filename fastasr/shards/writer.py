@@ -9,7 +9,8 @@ write whole shards: each row is checked (`corpus.checks`), accepted samples go i
 temporary name and renamed, any older sidecar removed first; then its sidecar `OUT/.meta/<split>/shard-NNNNNN.json`
 (counts, rejects, and a fingerprint of its rows and options, sizes and mtimes of its input files) is written and
 renamed. The sidecar is the commit mark: a rerun skips a shard whose sidecar matches (same rows, options and
-unchanged files) and whose tar has the recorded size, and rewrites any other.
+unchanged files) and whose tar has the recorded size, and rewrites any other. OUT must be new, empty or a fastasr
+build (or `force`); only files the build wrote are deleted there (shards.ownership).
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from fastasr.corpus.grouping import GroupRule, parse_group_by, split_rows
 from fastasr.corpus.readers import FORMATS, read_source
 from fastasr.corpus.rows import Row
 from fastasr.corpus.segments import overlapping
-from fastasr.corpus.split import SPLITS, ShardPlan, plan_shards, shards_of_part
+from fastasr.corpus.split import ShardPlan, plan_shards, shards_of_part
 from fastasr.errors import UserError
+from fastasr.shards import ownership
 from fastasr.shards.index import build_index, part_paths, write_outputs
+from fastasr.shards.ownership import meta_path as _meta_path
 from fastasr.text.normalization import DEFAULT_TEXT, TextConfig
 
-META_DIR = ".meta"
 log = logging.getLogger("fastasr.shard")
 
 
@@ -83,11 +85,15 @@ def build_shards(
     workers: int | None = None,
     part: tuple[int, int] = (1, 1),
     progress: bool = True,
+    force: bool = False,
 ) -> BuildResult:
+    """Build (or resume) the dataset of `source` in `out`. `out` must be new, empty or a fastasr build unless
+    `force` (shards.ownership says what is written and deleted there)."""
     start = time.perf_counter()
     out = Path(out)
     workers = workers or len(os.sched_getaffinity(0))
     rule = parse_group_by(options.group_by)  # a bad pattern fails before the listing
+    ownership.refuse_foreign(out, force)
     _, rows_iter = read_source(source, manifest)
     rows = list(rows_iter)
     log.info("listed %d input rows in %.1f s", len(rows), time.perf_counter() - start)
@@ -100,7 +106,7 @@ def build_shards(
     if part[0] != 1:
         pre_rejects = []  # rows rejected before planning (duplicates, malformed lines) belong to part 1
 
-    out.mkdir(parents=True, exist_ok=True)
+    ownership.mark(out)
     for name in ("index.json", "rejected.tsv"):  # an index present means a complete dataset; not during a rebuild
         (out / name).unlink(missing_ok=True)
     for stale in part_paths(out, *part) if part != (1, 1) else ():
@@ -109,7 +115,7 @@ def build_shards(
     tasks = [_task(p, rows, groups, settings, options, out) for p in mine]
     results, written = _run_tasks(tasks, workers, progress, total=sum(len(p.rows) for p in mine))
     if part == (1, 1):
-        _remove_stale(out, {p.path for p in plans})
+        ownership.remove_stale(out, {p.path for p in plans})
 
     shards = [{"path": r["path"], "samples": r["samples"], "seconds": r["seconds"],
                "rejected": Counter(x[1] for x in r["rejects"]), "durations": r["durations"]} for r in results]
@@ -184,10 +190,6 @@ def _task(plan: ShardPlan, rows: list[Row], groups: dict[int, str], settings: di
     return _Task(plan.path, mine, mine_groups, options.text, options.filters, str(out), h.hexdigest())
 
 
-def _meta_path(out: Path, plan_path: str) -> Path:
-    return out / META_DIR / plan_path.replace(".tar", ".json")
-
-
 def _complete(task: _Task) -> dict | None:
     """The sidecar of a shard finished by an earlier run with the same rows and options, else None."""
     out = Path(task.out)
@@ -234,8 +236,7 @@ def write_shard(task: _Task) -> dict:
     out = Path(task.out)
     tar_path = out / task.plan_path
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in tar_path.parent.glob(f".{tar_path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)  # left by a killed run
+    ownership.remove_temporary(tar_path.parent, tar_path.name)  # left by a killed run
     tmp = tar_path.with_name(f".{tar_path.name}.tmp-{os.getpid()}")
     inputs = _input_signature(task.rows)  # before reading: a file changed during the run will be redone next time
     samples, seconds, rejects, durations = 0, 0.0, [], []
@@ -352,17 +353,6 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool, total: int) -> 
 def _drain(queue, update) -> None:
     while (item := queue.get()) is not None:
         update(item)
-
-
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    """Shards of an earlier, different plan (fewer rows, other options) must not linger beside the new ones."""
-    for split in SPLITS:
-        for tar in (out / split).glob("shard-*.tar"):
-            if f"{split}/{tar.name}" not in keep:
-                tar.unlink()
-                _meta_path(out, f"{split}/{tar.name}").unlink(missing_ok=True)
-        for tmp in (out / split).glob(".shard-*.tar.tmp-*"):
-            tmp.unlink(missing_ok=True)
 
 
 def format_summary(result: BuildResult) -> str:

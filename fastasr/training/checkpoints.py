@@ -3,6 +3,9 @@
 Contents: `config` (Config.to_dict()), `tokenizer` (fastasr.text.tokenizer's to_dict; char runs also keep `alphabet`,
 which is all older checkpoints have: `tokenizer_of` reads both), `model`, `optimizer`, `step`, `progress`
 (elapsed training seconds, skipped steps), `data` (one {epoch, batches} per rank), `rng` (one set per rank).
+Every value is a tensor, dict, list, tuple, str, bytes or number, so that fastasr.model.checkpoint.load reads it
+with torch's weights-only unpickler; `convert` rewrites a checkpoint of an older fastasr (NumPy RNG state as an
+ndarray) for `fastasr convert-checkpoint`.
 
 A run directory holds `last.pt` (what --resume reads) and the last `train.keep` step checkpoints
 `step-XXXXXXX.pt`, the inputs of `average` (icefall's --avg: the parameter-wise mean of the last N).
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from fastasr.errors import UserError
-from fastasr.model.checkpoint import load
+from fastasr.model.checkpoint import load, load_trusted
 from fastasr.text.tokenizer import tokenizer_of
 
 
@@ -134,15 +137,60 @@ def average(run: str | os.PathLike, last: int) -> dict:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's random streams as tensors and plain values only, which a weights-only load reads back:
+    python's (version, 625 ints, gauss) tuple as it is, NumPy's legacy MT19937 state with its key array as an int64
+    tensor (not the ndarray np.random.get_state() returns), torch's (and CUDA's) byte tensors."""
+    state = {"python": random.getstate(), "numpy": _numpy_state(np.random.get_state()),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
+def _numpy_state(state: tuple) -> tuple:
+    """np.random.get_state()'s (name, uint32 keys, pos, has_gauss, cached_gaussian) with plain values; also how
+    convert-checkpoint rewrites the states older checkpoints hold."""
+    name, keys, pos, has_gauss, cached = state
+    keys = torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64))  # (624,)
+    return str(name), keys, int(pos), int(has_gauss), float(cached)
+
+
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def convert(old: dict) -> dict:
+    """An older checkpoint (read with load_trusted) with what a weights-only load refuses rewritten as plain values:
+    each rank's NumPy RNG state (its key ndarray). Everything else is kept as it is."""
+    if "rng" not in old:
+        return dict(old)
+    rng = [{**state, "numpy": _numpy_state(state["numpy"])} if "numpy" in state else state for state in old["rng"]]
+    return {**old, "rng": rng}
+
+
+def convert_file(old: str | os.PathLike, new: str | os.PathLike) -> dict:
+    """`fastasr convert-checkpoint`: `old`, read with the full unpickler because the user trusts it, written to
+    `new` (a new file; `old` stays) as a checkpoint that fastasr.model.checkpoint.load reads; returns it. What the
+    weights-only load then refuses (objects other than an older fastasr's) removes `new` again, a UserError."""
+    given = os.fspath(new)  # as typed: Path() drops a trailing separator
+    old, new = Path(old), Path(new)
+    if given.endswith(("/", os.sep)) or new.is_dir():
+        raise UserError(f"{given}: is a directory; give the converted checkpoint a file name such as "
+                        f"{new / 'new.pt'}")
+    if new.exists() or new.is_symlink():
+        raise UserError(f"{new}: exists; give the converted checkpoint a new name ({old} stays as it is)")
+    converted = convert(load_trusted(old))
+    save_atomic(converted, new)
+    try:
+        load(new)
+    except UserError:
+        new.unlink(missing_ok=True)
+        raise UserError(f"{old}: not converted: it holds Python objects that no fastasr checkpoint holds (its copy "
+                        "still needs more than a weights-only load)") from None
+    return converted

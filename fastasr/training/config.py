@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from fastasr.errors import UserError, did_you_mean
-from fastasr.model.config import ModelConfig
+from fastasr.model.config import MAX_SIZES, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class DataConfig:
     val_utterances: int = 200  # the fixed validation subset: N from the heads of <= 4 val shards
     val_batch_seconds: float = 120.0
     speed_perturb: str = ""  # e.g. "0.9,1.0,1.1": one factor drawn per utterance and epoch (train only); "": off
+    # Seconds: a longer utterance (by its planned duration, and again by its audio header) is skipped and counted
+    # as too_long, never batched; 60 s is twice the longest `fastasr shard` keeps by default.
+    max_duration: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -194,16 +197,21 @@ def _fraction(v) -> bool:
     return 0 <= v < 1
 
 
+def _size(name: str) -> tuple:
+    top = MAX_SIZES[name]
+    return (lambda v: 1 <= v <= top), f"1..{top}"
+
+
 # setting → (test, what is accepted); the rest (seeds, vocab_size) take any value of their type.
 RULES = {
-    "model.n_mels": (_positive, "> 0"),
+    # Sizes: 1 up to fastasr.model.config.MAX_SIZES (generous bounds; a typo must not ask for terabytes).
+    **{f"model.{k}": _size(k) for k in ("n_mels", "subsampling_channels", "d_model", "n_layers", "n_heads",
+                                        "ff_mult", "pred_embed", "pred_hidden", "pred_layers", "joint_dim")},
     "model.subsampling": (lambda v: v in (2, 4, 8), "2, 4 or 8"),
     "model.encoder": (lambda v: v in ("conformer", "lstm"), "conformer or lstm"),
-    "model.conv_kernel": (lambda v: v > 0 and v % 2 == 1, "an odd number > 0 (the convolution keeps the length)"),
+    "model.conv_kernel": (lambda v: 0 < v <= MAX_SIZES["conv_kernel"] and v % 2 == 1,
+                          f"an odd number in 1..{MAX_SIZES['conv_kernel']} (the convolution keeps the length)"),
     "model.dropout": (_fraction, "0 <= p < 1"),
-    **{f"model.{k}": (_positive, "> 0") for k in ("subsampling_channels", "d_model", "n_layers", "n_heads",
-                                                    "ff_mult", "pred_embed", "pred_hidden", "pred_layers",
-                                                    "joint_dim")},
     "optim.lr": (_non_negative, ">= 0 (0 leaves the weights as they are: a check of --init-from)"),
     "optim.weight_decay": (_non_negative, ">= 0"),
     "optim.beta1": (_fraction, "0 <= beta < 1"),
@@ -215,6 +223,7 @@ RULES = {
     "optim.accum_steps": (_positive, ">= 1"),
     "data.max_batch_seconds": (_positive, "> 0"),
     "data.val_batch_seconds": (_positive, "> 0"),
+    "data.max_duration": (_positive, "> 0 (seconds; longer utterances are skipped and counted as too_long)"),
     **{f"data.{k}": (_non_negative, ">= 0") for k in ("num_workers", "freq_masks", "freq_width", "time_masks",
                                                        "time_width", "val_utterances")},
     "data.speed_perturb": (_speed_list, "comma-separated factors in [0.5, 2], like 0.9,1.0,1.1 (empty: off)"),

@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from fastasr.model.decode import transcribe_loader
 from fastasr.model.transducer import Transducer, count_parameters
+from fastasr.shards.index import Reach
 from fastasr.text.scoring import score
 from fastasr.text.tokenizer import AnyTokenizer
 from fastasr.training.config import Config, OptimConfig
@@ -38,15 +39,18 @@ log = logging.getLogger("fastasr.train")
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, resume: bool = False,
-          init_from: str | os.PathLike | None = None, batch_hook=None, tokenizer: str | None = None) -> dict:
+          init_from: str | os.PathLike | None = None, batch_hook=None, tokenizer: str | None = None,
+          allow_pipe: bool = False, allow_foreign_paths: bool = False) -> dict:
     """Train on `data` (a shard directory or URL prefix), writing logs and checkpoints to `run`; returns the summary.
 
     resume: continue from run/last.pt when it exists; a model / optim / data setting of `config` that differs from
     the run's is a UserError. init_from: a checkpoint whose weights (only) start a run that does not resume.
     batch_hook(step, batch) -> batch lets tests inject faults (e.g. a non-finite batch) at a given step.
     tokenizer: the --tokenizer spec (fastasr.text.tokenizer; None: char, or on --resume the run's, which it must match).
+    allow_pipe, allow_foreign_paths: build_loader's opt-ins for an index read from a URL (--allow-pipe, …).
     """
-    s = start(str(data), Path(run), config, resume=resume, init_from=init_from, tokenizer=tokenizer)
+    s = start(str(data), Path(run), config, resume=resume, init_from=init_from, tokenizer=tokenizer,
+              reach=Reach(allow_pipe=allow_pipe, allow_foreign_paths=allow_foreign_paths))
     config, d, t = s.config, s.d, s.config.train
     step, elapsed, skipped, epoch = s.step, s.elapsed, s.skipped, s.epoch
     saved_at = step  # the step the checkpoint on disk holds (none yet, or the one resumed from)

@@ -10,7 +10,7 @@ import json
 import logging
 import random
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from fastasr.errors import UserError
 from fastasr.model.checkpoint import weights_digest
 from fastasr.model.transducer import Transducer, log_mel
+from fastasr.shards.index import Reach
 from fastasr.text import tokenizer as tokenizers
 from fastasr.text.tokenizer import AnyTokenizer, tokenizer_of
 from fastasr.training import checkpoints as ckpt_io
@@ -60,11 +61,12 @@ class Session:
     epoch: int = 0
 
 
-def start(data: str, run: Path, config: Config, *, resume: bool, init_from, tokenizer: str | None) -> Session:
-    """Set up one rank's run (train()'s arguments; see there)."""
+def start(data: str, run: Path, config: Config, *, resume: bool, init_from, tokenizer: str | None,
+          reach: Reach | None = None) -> Session:
+    """Set up one rank's run (train()'s arguments; see there; `reach`: the opt-ins of an index read from a URL)."""
     saved = read_resumed(run, tokenizer) if resume else None
     d = setup_distributed(config.train.device, config.train.dist_timeout_s)
-    tok = run_tokenizer(tokenizer, data, run, saved, config.train.seed, d)
+    tok = run_tokenizer(tokenizer, data, run, saved, config.train.seed, d, reach)
     config = replace(config, model=replace(config.model, vocab_size=tok.vocab_size))
     if saved is not None:
         # Model, optimiser and data settings are the run's; stopping, logging and checkpoints this invocation's.
@@ -84,9 +86,9 @@ def start(data: str, run: Path, config: Config, *, resume: bool, init_from, toke
     resumed = restore_weights(s, init_from) if saved is not None or init_from is not None else {}
     s.ema = make_ema(s)
     s.parts = step_parts(s)
-    s.loader = train_loader(data, s, resumed)
+    s.loader = train_loader(data, s, resumed, reach)
     s.epoch = s.loader.epoch
-    s.val_batches = load_val_subset(data, config, tok) if d.is_main else []
+    s.val_batches = load_val_subset(data, config, tok, reach) if d.is_main else []
     return s
 
 
@@ -99,7 +101,8 @@ def read_resumed(run: Path, spec: str | None) -> dict | None:
     return saved
 
 
-def run_tokenizer(spec: str | None, data, run: Path, saved: dict | None, seed: int, d: Dist) -> AnyTokenizer:
+def run_tokenizer(spec: str | None, data, run: Path, saved: dict | None, seed: int, d: Dist,
+                  reach: Reach | None = None) -> AnyTokenizer:
     """A resumed run's own tokenizer, or the one `spec` asks for, made by rank 0 alone (a SentencePiece model is
     trained on the train transcripts) and handed to the other ranks; a mistake rank 0 finds stops every rank."""
     # Reading the transcripts and training can outlast train.dist_timeout_s (a remote corpus): the other ranks wait
@@ -109,7 +112,7 @@ def run_tokenizer(spec: str | None, data, run: Path, saved: dict | None, seed: i
     if d.is_main:
         try:
             made = (tokenizer_of(saved) if saved is not None
-                    else make_tokenizer(spec or "char", data, run, seed=seed)).to_dict()
+                    else make_tokenizer(spec or "char", data, run, seed=seed, reach=reach)).to_dict()
         except UserError as err:
             made = {"error": str(err)}
     if group is not None:
@@ -187,7 +190,7 @@ def step_parts(s: Session) -> StepParts:
                      d.world, d.device, s.ema)
 
 
-def train_loader(data: str, s: Session, resumed: dict):
+def train_loader(data: str, s: Session, resumed: dict, reach: Reach | None = None):
     """The infinite train loader, from the start or where the resumed stream left off."""
     from fastasr.data import build_loader
 
@@ -198,10 +201,11 @@ def train_loader(data: str, s: Session, resumed: dict):
     return build_loader(data, "train", max_batch_seconds=c.max_batch_seconds, num_workers=c.num_workers,
                         shuffle=True, seed=s.config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True,
                         tokenizer=s.tokenizer, speed_perturb=speed_factors(c.speed_perturb),
+                        max_duration=c.max_duration, **asdict(reach or Reach()),
                         **{k: v for k, v in resumed.items() if k not in ("epoch", "skip_batches")})
 
 
-def load_val_subset(data, config: Config, tokenizer=None) -> list:
+def load_val_subset(data, config: Config, tokenizer=None, reach: Reach | None = None) -> list:
     """`val_utterances` utterances of val, the same fixed subset at every validation: the first ones in index order
     of up to VAL_SHARDS shards spread evenly over the split (a bounded read, also for remote shards). Not the first
     batches the val loader makes: those are the first length bucket to fill, all of one length."""
@@ -209,7 +213,7 @@ def load_val_subset(data, config: Config, tokenizer=None) -> list:
     from fastasr.data.loader import read_index
 
     shards = [(s["path"], int(s.get("groups", s["samples"])))
-              for s in read_index(data)["splits"]["val"]["shards"]]
+              for s in read_index(data, reach)["splits"]["val"]["shards"]]
     picked = {shards[i * len(shards) // VAL_SHARDS][0] for i in range(VAL_SHARDS)} if shards else set()
     left, shards_left = config.data.val_utterances, len(picked)
     unwanted = {}
@@ -221,7 +225,8 @@ def load_val_subset(data, config: Config, tokenizer=None) -> list:
         unwanted[path] = set(range(take, n))
     return list(build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
                              tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1,
-                             exclude={0: unwanted}))
+                             max_duration=config.data.max_duration, exclude={0: unwanted},
+                             **asdict(reach or Reach())))
 
 
 def restore_rng(s: Session) -> None:

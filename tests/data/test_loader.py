@@ -14,6 +14,7 @@ from data_shards import make_utts, write_shards
 from optional import librosa
 
 from fastasr.data import Batch, build_loader
+from fastasr.errors import UserError
 from fastasr.text.tokenizer import CharTokenizer
 
 
@@ -58,7 +59,7 @@ def test_rank_with_no_data_ends(tmp_path):
     parts = [flat(keys_of(build_loader(tmp_path, max_batch_seconds=4.0, num_workers=2, rank=r, world_size=2)))
              for r in range(2)]
     assert sorted(map(len, parts)) == [0, 1]
-    with pytest.raises(RuntimeError, match="no data"):
+    with pytest.raises(UserError, match="no data for rank 1, its epoch 0 delivered no batch"):
         next(iter(build_loader(tmp_path, max_batch_seconds=4.0, num_workers=0, rank=1, world_size=2,
                                infinite=True)))
 

@@ -129,3 +129,84 @@ def test_unreadable_files_are_named_and_the_rest_goes_on(tmp_path, capsys):
     for bad in (garbage, missing, empty):
         assert str(bad) in err
     assert "3 of 5 files could not be read" in err
+
+
+def patched_rate(path, rate):
+    """A 16-bit mono WAV whose header claims `rate` Hz for the samples it holds."""
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"fmt "
+    data[24:32] = rate.to_bytes(4, "little") + (2 * rate).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_implausible_sample_rates_are_refused_before_decoding(tmp_path, capsys):
+    """A 32 KB WAV whose header says 1 Hz claims 4.4 hours, ~1 GB once resampled to 16 kHz: the read runs under an
+    address-space limit, so allocating what the header claims fails there."""
+    from bounds_helpers import run_bounded
+
+    one_hz = patched_rate(write(tmp_path / "one_hz.wav", 1.0, 16000, 1, "WAV", "PCM_16"), 1)
+    fast = patched_rate(write(tmp_path / "fast.wav", 1.0, 16000, 1, "WAV", "PCM_16"), 400_000)
+    assert sf.info(str(one_hz)).samplerate == 1 and sf.info(str(fast)).samplerate == 400_000
+    result = run_bounded("from fastasr.audio.files import read_mono, UnreadableAudio",
+                         "result = []\n"
+                         f"for p in ({str(one_hz)!r}, {str(fast)!r}):\n"
+                         "    try: read_mono(p)\n"
+                         "    except UnreadableAudio as exc: result.append(str(exc))",
+                         margin_mb=150, timeout=60)
+    assert result == [f"{one_hz}: sample rate 1 Hz, outside 1000-192000 Hz",
+                      f"{fast}: sample rate 400000 Hz, outside 1000-192000 Hz"]
+    ckpt = checkpoint(tmp_path)
+    good = write(tmp_path / "a.wav", 0.8, 16000, 1, "WAV", "PCM_16")
+    assert main(["transcribe", "--checkpoint", str(ckpt), str(one_hz), str(good)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{p}\t{t}" for p, t in transcribe(ckpt, [good], device="cpu")]
+    assert "one_hz.wav: sample rate 1 Hz" in err
+
+
+def test_devices_and_fifos_are_unreadable_files(tmp_path):
+    import os
+
+    (tmp_path / "zero.wav").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.wav")
+    for name in ("zero.wav", "fifo.wav"):
+        with pytest.raises(UnreadableAudio, match="not a regular file"):
+            read_audio(tmp_path / name)
+
+
+@pytest.mark.parametrize("sr, channels, subtype", [(48000, 2, "PCM_16"), (44100, 1, "FLOAT"), (22050, 6, "PCM_24"),
+                                                   (8000, 1, "PCM_16"), (16000, 3, "PCM_16")])
+def test_block_decode_equals_the_one_shot_resample(tmp_path, monkeypatch, sr, channels, subtype):
+    """Decoded and resampled in many blocks (soxr's stream), the samples are those of decoding the whole file and
+    resampling it at once (the loader's mono_16k)."""
+    import fastasr.audio.files as files
+
+    rng = np.random.default_rng(sr + channels)
+    x = (0.3 * rng.standard_normal((int(3.7 * sr), channels))).astype(np.float32)
+    path = tmp_path / "a.wav"
+    sf.write(str(path), x, sr, subtype=subtype)
+    whole, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    want = files.mono_16k(whole, rate)
+    monkeypatch.setattr(files, "READ_BLOCK_SAMPLES", 10_007 * channels)  # ~10 blocks, none aligned to anything
+    got = files.read_mono(path)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_long_file_memory_follows_the_block_not_the_file(tmp_path):
+    """Ten minutes of 48-kHz stereo decode to 230 MB of float32 at once; read a block at a time, only the 38 MB of
+    16-kHz mono (and one block) are held."""
+    from bounds_helpers import run_bounded
+
+    path = tmp_path / "long.flac"
+    minute = np.zeros((48000 * 60, 2), np.int16)
+    minute[::97] = 1000
+    with sf.SoundFile(str(path), "w", 48000, 2, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(10):
+            f.write(minute)
+    short = tmp_path / "short.flac"
+    sf.write(str(short), minute[:48000], 48000, subtype="PCM_16")
+    result = run_bounded(f"from fastasr.audio.files import read_mono\nread_mono({str(short)!r})",
+                         f"x = read_mono({str(path)!r}); result = [x.size, x.dtype.name]",
+                         margin_mb=140, timeout=120)
+    assert result == [16000 * 600, "float32"]

@@ -65,3 +65,26 @@ def test_config_file_mistakes_are_one_line(capsys, tmp_path, text, names):
 def test_missing_config_file_is_one_line(capsys, tmp_path):
     assert main(["train", "--print-config", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+SIZES = ("n_mels", "subsampling_channels", "d_model", "n_layers", "n_heads", "ff_mult", "conv_kernel", "pred_embed",
+         "pred_hidden", "pred_layers", "joint_dim")
+
+
+def test_model_sizes_no_machine_could_hold_are_one_line_naming_the_range(capsys):
+    from fastasr.errors import UserError
+    from fastasr.model.config import MAX_SIZES
+
+    assert main(["train", "--print-config", "model.d_model=100000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.d_model=100000000: wants 1..8192" in err, err
+    for name in SIZES:
+        top = MAX_SIZES[name]
+        with pytest.raises(UserError, match=f"^model.{name}={top + 1}: wants .*1..{top}"):
+            preset("tiny", [f"model.{name}={top + 1}"])
+        with pytest.raises(UserError, match=f"^model.{name}=0: wants .*1..{top}"):
+            preset("tiny", [f"model.{name}=0"])
+    # The bounds themselves are settings (checked, not built): conv_kernel's odd, d_model divisible by n_heads.
+    at_top = preset("tiny", [*(f"model.{n}={MAX_SIZES[n]}" for n in SIZES if n not in ("n_heads",)),
+                             "model.n_heads=256"])
+    assert at_top.model.d_model == 8192 and at_top.model.conv_kernel == 1023
