@@ -227,7 +227,7 @@ def test_memory_flat_over_epochs(benchmark, corpus):
     print(dict(info))
 
 
-def unbounded_decode(sample, max_duration=None):
+def unbounded_decode(sample, max_duration=None, waveform="peak_preemphasis"):
     """decode_audio as it was before the read bounds: the bytes decoded whole, no header check first."""
     from fastasr.audio.files import PREEMPHASIS, mono_16k
     from fastasr.data.errors import SampleError

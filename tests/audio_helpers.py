@@ -31,3 +31,30 @@ def speech_like(rng, n):
 
 
 LENGTHS = [16000, 12345, 7999, 400, 161, 160, 1]
+
+
+RUSSIAN_TEXT = "съешь же ещё этих мягких французских булок да выпей чаю"
+
+
+def espeak_russian(text: str = RUSSIAN_TEXT, voice: str = "m3") -> np.ndarray:
+    """(S,) float32 16 kHz: `text` spoken by espeak-ng (tools/espeak_tts.py), resampled with soxr. Synthesised in
+    a spawned process, as tests/synth_helpers.py does: espeak-ng's global state stays out of the test process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_espeak_16k, text, voice).result()
+
+
+def _espeak_16k(text: str, voice: str) -> np.ndarray:
+    import sys
+    from pathlib import Path
+
+    import soxr
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import espeak_tts
+
+    engine = espeak_tts.Espeak()
+    pcm = engine.synth(text, espeak_tts.VoiceSettings("ru", voice))
+    return soxr.resample(pcm.astype(np.float32) / 32768.0, engine.sample_rate, SR).astype(np.float32)

@@ -16,8 +16,8 @@ import soundfile as sf
 import torch
 from asr_helpers import tiny_model
 
-from fastasr.kernels import normalize_preemphasize
-from fastasr.model.transducer import Transducer, log_mel
+from fastasr.audio.files import condition
+from fastasr.model.transducer import Transducer, log_mel, waveform_of
 from fastasr.text.normalization import DEFAULT_TEXT
 from fastasr.training.checkpoints import save_atomic
 from fastasr.training.config import preset
@@ -46,11 +46,14 @@ def write_audio(path, seconds: float, seed: int, sr: int = 16000, channels: int 
     return path
 
 
-def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: float = 10.0, vocab_size: int = 34):
-    """In eval mode, with dropout in its config (as a trained checkpoint has): only eval mode may be exported."""
+def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: float = 10.0, vocab_size: int = 34,
+                    frontend: str = "logmel"):
+    """In eval mode, with dropout in its config (as a trained checkpoint has): only eval mode may be exported.
+    Calibrated on the features of its `frontend` (model.frontend: "logmel" or "kaldi")."""
     torch.manual_seed(0)
-    model = Transducer(replace(tiny_model().config, encoder=encoder, dropout=0.1, vocab_size=vocab_size)).eval()
-    audio = normalize_preemphasize(patchwork(3.0, seed=99))
+    model = Transducer(replace(tiny_model().config, encoder=encoder, dropout=0.1, vocab_size=vocab_size,
+                               frontend=frontend)).eval()
+    audio = condition(patchwork(3.0, seed=99), waveform_of(model.config))
     feats, lens = log_mel(model.config)(torch.from_numpy(audio)[None], torch.tensor([audio.size]))
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)  # (1, T', J)

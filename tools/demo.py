@@ -1,6 +1,8 @@
 """The whole story on a fresh machine: synthesise a Russian corpus → shard (split by sentence) → stats → train a
 fixed number of steps → average the last step checkpoints → eval last.pt, the average and the EMA → transcribe →
-export to ONNX → transcribe with the export (onnxruntime, float and int8).
+export to ONNX → transcribe with the export (onnxruntime, float and int8) → transcribe with sherpa-onnx (the model is
+trained with model.frontend=kaldi, the fbank sherpa-onnx computes, unless --frontend logmel) and say whether its
+texts agree.
 
 Every step runs the real CLI (`python -m fastasr …`) so the demo exercises exactly what a user runs. A summary table
 closes the run. Sizes scale up when CUDA is present.
@@ -62,6 +64,10 @@ def main() -> int:
                              "(default 0.999)")
     parser.add_argument("--average", type=int, default=5, metavar="N",
                         help="score the mean of the last N step checkpoints too (fastasr average; default 5)")
+    parser.add_argument("--frontend", default="kaldi", choices=("logmel", "kaldi"),
+                        help="model.frontend: kaldi (the fbank sherpa-onnx computes, so the export also runs there "
+                             "and the demo ends by transcribing with sherpa-onnx) or logmel (fastasr's own); "
+                             "default kaldi")
     parser.add_argument("--threads", type=int, default=0,
                         help="train.threads: torch threads for training on CPU (default 0: torch's default)")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
@@ -91,7 +97,7 @@ def main() -> int:
     times["stats"] = step("corpus statistics", [py, "-m", "fastasr", "stats", str(shards), "--plots", str(out / "plots")])
     train_cmd = [py, "-m", "fastasr", "train", "--data", str(shards), "--run-dir", str(run), "--preset", preset,
                  "--tokenizer", args.tokenizer, "--max-steps", str(steps), f"train.ema_decay={args.ema_decay}",
-                 f"train.threads={args.threads}"]
+                 f"train.threads={args.threads}", f"model.frontend={args.frontend}"]
     if (run / "last.pt").exists():
         train_cmd.append("--resume")
     times["train"] = step(f"train the {preset} RNN-T model ({steps} steps, tokenizer {args.tokenizer})", train_cmd)
@@ -142,7 +148,30 @@ def transcribe_and_export(py: str, ckpt: Path, corpus: Path, shards: Path, out: 
         )
         same = sum(a == b for a, b in zip(lines.splitlines(), from_checkpoint.splitlines()))
         agree[label] = f"{same} of {len(audio)} files"
+    agree["sherpa-onnx"] = sherpa_check(py, export_dir, audio, from_checkpoint, times)
     return agree
+
+
+def sherpa_check(py: str, export_dir: Path, audio: list[str], from_checkpoint: str, times: dict[str, float]) -> str:
+    """Transcribe the same files with sherpa-onnx (tools/sherpa_transcribe.py) when the export carries its files;
+    how many give the checkpoint's words. The long recording is cut at pauses by fastasr and not by sherpa-onnx."""
+    if not (export_dir / "tokens.txt").is_file():
+        return "not run: the model's front end is fastasr's log-mel (train with --frontend kaldi)"
+    import importlib.util
+
+    if importlib.util.find_spec("sherpa_onnx") is None:
+        return "not run: sherpa-onnx is not installed (pip install sherpa-onnx==2.0.1)"
+    times["transcribe (sherpa-onnx)"], lines = step_output(
+        "transcribe the same files with sherpa-onnx 2.0.1 (its own fbank, the export's graphs and tokens.txt)",
+        [py, "tools/sherpa_transcribe.py", str(export_dir), *audio],
+    )
+    words = [" ".join(line.split("\t", 1)[-1].split()) for line in lines.splitlines()]
+    want = [" ".join(line.split("\t", 1)[-1].split()) for line in from_checkpoint.splitlines()]
+    same = sum(a == b for a, b in zip(words, want))
+    short = sum(a == b for a, b in zip(words[:-1], want[:-1]))
+    print(f"sherpa-onnx: {same} of {len(audio)} files the checkpoint's words ({short} of {len(audio) - 1} short "
+          "files; the long recording is cut at pauses by fastasr only)")
+    return f"{same} of {len(audio)} files ({short} of {len(audio) - 1} short ones)"
 
 
 def transcribe_inputs(corpus: Path, shards: Path, out: Path, n: int = 3, joined: int = 12):
@@ -225,7 +254,8 @@ def print_summary(index: dict, out: Path, times: dict[str, float], agree: dict[s
         *[(k, str(v)) for k, v in train.items() if isinstance(v, (int, float, str))],
         *[(f"test CER / WER, {label}", f"{m['cer']:.2%} / {m['wer']:.2%}") for label, m in metrics.items()],
         ("test word accuracy, last.pt", f"{first['accuracy']:.2%}"),
-        *[(f"export ({label}) = checkpoint's text", same) for label, same in agree.items()],
+        *[(f"{label if label == 'sherpa-onnx' else f'export ({label})'} = checkpoint's text", same)
+          for label, same in agree.items()],
         *[(f"time: {k}", f"{v:.0f} s") for k, v in times.items()],
     ]
     width = max(len(k) for k, _ in rows)

@@ -1,7 +1,7 @@
 """Audio files → transcripts with any recogniser: the part of transcription that knows nothing of the model.
 
 soundfile decode → mono (channel mean) → soxr to 16 kHz → cut long recordings at quiet points → the loader's
-Numba peak-normalise + pre-emphasis per piece → `recognise(pieces) -> texts` (the checkpoint's torch model in
+Numba peak-normalise + pre-emphasis per piece (or the raw waveform, for the kaldi front end: WAVEFORMS) → `recognise(pieces) -> texts` (the checkpoint's torch model in
 fastasr.inference.transcribe, the ONNX graphs in fastasr.runtime) → one Transcript per file, in input order.
 
 Any rate from 1 to 192 kHz (fastasr.audio.SAMPLE_RATES; a header claiming another is an unreadable file), any
@@ -37,6 +37,12 @@ QUIET_FRAME = SAMPLE_RATE // 50  # 20 ms: the unit in which a quiet cut point is
 WINDOW_FILES = 256  # files read ahead (and held) at most …
 WINDOW_SECONDS = 3600.0  # … or this much audio, whichever comes first
 READ_BLOCK_SAMPLES = 1 << 20  # samples (frames × channels) decoded at a time: 4 MB of float32
+
+# How a model wants its 16-kHz mono waveform before its features (fastasr.model.transducer.waveform_of):
+# "peak_preemphasis": peak-normalised, then pre-emphasised (the log-mel front end's; the loader's Numba kernel);
+# "raw": as decoded (the kaldi front end pre-emphasises each frame itself, as kaldi-native-fbank does in
+# sherpa-onnx, which feeds samples as they are).
+WAVEFORMS = ("peak_preemphasis", "raw")
 
 Recognise = Callable[[list[np.ndarray]], list[str]]  # normalised 16-kHz pieces → their texts, in order
 
@@ -103,9 +109,22 @@ def _decode_mono_16k(f: sf.SoundFile) -> np.ndarray:
             return np.concatenate(out)
 
 
-def read_audio(path: str | os.PathLike) -> np.ndarray:
-    """Mono float32 at 16 kHz, peak-normalised and pre-emphasised exactly as the training loader does it."""
-    return normalize_preemphasize(read_mono(path), PREEMPHASIS)
+def condition(x: np.ndarray, waveform: str = "peak_preemphasis", preemphasis: float = PREEMPHASIS) -> np.ndarray:
+    """A decoded 16-kHz mono waveform as a model with this `waveform` (WAVEFORMS) is fed it, float32; ValueError
+    for NaN or infinite samples (both ways: the kernel checks in its own pass)."""
+    if waveform == "peak_preemphasis":
+        return normalize_preemphasize(x, preemphasis)
+    if waveform != "raw":
+        raise ValueError(f"waveform must be one of {WAVEFORMS}, got {waveform!r}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("input must be finite (it holds NaN or inf)")
+    return x
+
+
+def read_audio(path: str | os.PathLike, waveform: str = "peak_preemphasis") -> np.ndarray:
+    """Mono float32 at 16 kHz, conditioned exactly as the training loader does it for that `waveform`."""
+    return condition(read_mono(path), waveform)
 
 
 def split_long(x: np.ndarray, max_samples: int) -> list[np.ndarray]:
@@ -166,12 +185,15 @@ def _batches(pieces: list[_Piece], batch_seconds: float) -> Iterator[list[_Piece
 
 def transcribe_files(paths: Iterable[str | os.PathLike], recognise: Recognise, *, batch_seconds: float = 240.0,
                      max_piece_seconds: float = 30.0, preemphasis: float = PREEMPHASIS, on_error: str = "raise",
-                     progress: bool = False) -> Iterator[Transcript]:
+                     progress: bool = False, waveform: str = "peak_preemphasis") -> Iterator[Transcript]:
     """A Transcript for each file, in the order given; `recognise` sees length-sorted batches of pieces.
 
     on_error="raise": an unreadable file raises UnreadableAudio naming it. on_error="skip": it is yielded as
-    Transcript(path, None, why) and the rest goes on.
+    Transcript(path, None, why) and the rest goes on. waveform: how each piece is conditioned (WAVEFORMS;
+    `preemphasis` is the coefficient of "peak_preemphasis").
     """
+    if waveform not in WAVEFORMS:
+        raise ValueError(f"waveform must be one of {WAVEFORMS}, got {waveform!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if batch_seconds <= 0:
@@ -189,7 +211,7 @@ def transcribe_files(paths: Iterable[str | os.PathLike], recognise: Recognise, *
                 if on_error == "raise":
                     raise audio
                 continue
-            pieces += [_Piece(i, k, normalize_preemphasize(p, preemphasis))
+            pieces += [_Piece(i, k, condition(p, waveform, preemphasis))
                        for k, p in enumerate(split_long(audio, max_samples))]
         texts: dict[int, dict[int, str]] = {}  # file → {part: text}
         for batch in _batches(pieces, batch_seconds):

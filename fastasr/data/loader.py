@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fastasr import sources
+from fastasr.audio.files import WAVEFORMS
 from fastasr.shards.index import Reach, open_index
 from fastasr.text.normalization import TextConfig
 from fastasr.text.tokenizer import CharTokenizer
@@ -86,7 +87,8 @@ class ShardStream(IterableDataset):
             if isinstance(item, EpochEnd):
                 yield item
                 continue
-            for decoded in decode_batches([item], handler=handler, max_duration=spec.max_duration):
+            for decoded in decode_batches([item], handler=handler, max_duration=spec.max_duration,
+                                          waveform=spec.waveform):
                 yield pad_batch(decoded)
 
     def _fetcher(self, role: int, handler, epoch: int, skip: set) -> SampleFetcher:
@@ -204,7 +206,7 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
                  max_duration: float | None = None, on_error: str = "skip", prefetch_factor: int = 4,
                  tokenizer=None, speed_perturb: tuple[float, ...] = (), exclude: dict | None = None,
                  continue_from: tuple[dict, list[dict]] | None = None, allow_pipe: bool = False,
-                 allow_foreign_paths: bool = False) -> Loader:
+                 allow_foreign_paths: bool = False, waveform: str = "peak_preemphasis") -> Loader:
     """Batches of split `split` of the shard directory `source` for this rank (DESIGN.md).
 
     max_batch_seconds bounds B × (longest duration in the batch), from the json durations. infinite=False: one
@@ -218,6 +220,8 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
     planned duration, and by its audio header (max_duration) before decoding. What the shards claim is checked
     before it is read: tar members from their headers (sparse or oversized members: shards.scan.refuse_member),
     the audio header against the planned duration, sample rate and channels (stages.check_header).
+    waveform: how decoded audio is conditioned (fastasr.audio.files.WAVEFORMS: the model's front end decides,
+    fastasr.model.transducer.waveform_of).
     speed_perturb: factors such as (0.9, 1.0, 1.1), one drawn per sample and epoch (resampling in the workers).
     exclude: {epoch: {shard path: sample ordinals}} not to deliver in that epoch (resume.py, another world size).
     continue_from: (stream_state, positions) of a run under another world size ({"epoch", "batches"} per old
@@ -229,6 +233,8 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
     an index in a local directory may name any of them). Its fields and its durations table are checked here
     (UserError naming the file and the field).
     """
+    if waveform not in WAVEFORMS:
+        raise ValueError(f"waveform must be one of {WAVEFORMS}, got {waveform!r}")
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if num_workers < 0 or skip_batches < 0:
@@ -264,6 +270,7 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         durations=table_url(root, entry, reach),
         exclude=exclusions(exclude),
         speed_perturb=tuple(float(f) for f in speed_perturb),
+        waveform=waveform,
     )
     if continue_from is not None:
         state, positions = continue_from

@@ -48,6 +48,7 @@ class LoaderSpec:
     durations: str | None = None  # the split's durations table: plans without opening shards (None: tar headers)
     exclude: tuple = ()  # ((epoch, {shard: frozenset(ordinals)}), …): delivered before a resume under another world
     speed_perturb: tuple[float, ...] = ()  # speed factors drawn per sample and epoch; () or (1.0,): off
+    waveform: str = "peak_preemphasis"  # how decoded audio is conditioned for the model (fastasr.audio.files.WAVEFORMS)
 
 
 def make_handler(spec: LoaderSpec, quiet: bool = False):

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from fastasr import sources
-from fastasr.audio.files import PREEMPHASIS, mono_16k  # one definition of the model's audio, shared with transcription
+from fastasr.audio.files import condition, mono_16k  # one definition of the model's audio, shared with transcription
 from fastasr.kernels import normalize_preemphasize
 # WebDataset's KEY/extension rule and the bounds on what a member may claim, shared with `fastasr index`
 from fastasr.shards.scan import member_limit, refuse_member, split_name
@@ -296,8 +296,9 @@ SAMPLE_RATES = (1_000, 192_000)  # Hz, inclusive
 MAX_CHANNELS = 16
 
 
-def decode_audio(sample: Sample, max_duration: float | None = None) -> np.ndarray:
-    """Compressed bytes → float32 mono 16 kHz, peak-normalised then pre-emphasised (the Numba kernel).
+def decode_audio(sample: Sample, max_duration: float | None = None, waveform: str = "peak_preemphasis") -> np.ndarray:
+    """Compressed bytes → float32 mono 16 kHz, conditioned for the model's front end (fastasr.audio.files.condition:
+    peak-normalised then pre-emphasised by the Numba kernel, or raw).
 
     The header is checked first (check_header; `max_duration`: seconds, as stored, before speed perturbation);
     libsndfile then reads at most the frames it claims."""
@@ -313,7 +314,7 @@ def decode_audio(sample: Sample, max_duration: float | None = None) -> np.ndarra
     if x.size < 2:
         raise SampleError("too_short", f"{x.size} samples after decoding")
     try:
-        return normalize_preemphasize(x, PREEMPHASIS)  # the kernel checks finiteness in its own pass
+        return condition(x, waveform)  # finiteness checked in the same pass
     except ValueError as exc:
         raise SampleError("decode", str(exc)) from None
 
@@ -337,14 +338,14 @@ def warm_up() -> None:
     normalize_preemphasize(np.array([0.5, -0.25], dtype=np.float32))
 
 
-def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler, max_duration: float | None = None
-                   ) -> Iterator[tuple[PlannedBatch, list]]:
+def decode_batches(batches: Iterable[PlannedBatch], *, handler: Handler, max_duration: float | None = None,
+                   waveform: str = "peak_preemphasis") -> Iterator[tuple[PlannedBatch, list]]:
     """Decode every sample of each planned batch; a sample that fails is dropped from its batch (and counted)."""
     for planned in batches:
         decoded = []
         for s in planned.samples:
             try:
-                decoded.append((s, decode_audio(s, max_duration)))
+                decoded.append((s, decode_audio(s, max_duration, waveform)))
             except Exception as exc:
                 handler(exc, s.key, "decode")
         if decoded:

@@ -28,7 +28,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     """Decode a split with a checkpoint; returns the metrics and, with `out`, writes metrics.json + utterances.tsv.
     allow_pipe, allow_foreign_paths: build_loader's opt-ins for an index read from a URL."""
     from fastasr.data import build_loader
-    from fastasr.model.transducer import log_mel
+    from fastasr.model.transducer import log_mel, waveform_of
 
     dev = pick_device(device)
     model, tokenizer, config = load_model(checkpoint, dev)
@@ -37,7 +37,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     # utterance the model's tokenizer could not encode is still scored, not skipped.
     loader = build_loader(data, split, max_batch_seconds=max_batch_seconds, num_workers=num_workers,
                           shuffle=False, infinite=False, rank=0, world_size=1, allow_pipe=allow_pipe,
-                          allow_foreign_paths=allow_foreign_paths)
+                          allow_foreign_paths=allow_foreign_paths, waveform=waveform_of(config))
     rows = list(transcribe_loader(model, tokenizer, frontend, loader, dev, beam=beam, limit=limit))
     rows.sort()
     metrics = score([r for _, r, _ in rows], [h for _, _, h in rows])

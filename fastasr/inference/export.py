@@ -2,9 +2,14 @@
 
 Three graphs, cut where a transducer runtime loops (icefall's export-onnx.py, sherpa-onnx): the encoder runs once
 per batch (batch and time dynamic); the predictor runs one label step with its LSTM state in and out, so the
-decoder owns the state and can keep, select or reorder it per hypothesis; the joiner is one (N, J) + (N, J) → (N, V)
-step. The joiner's two input projections travel with the encoder and predictor graphs (`Transducer.encode` and
-`predict` already apply them), so each decoding step pays only tanh and the output layer.
+decoder owns the state and can keep, select or reorder it per hypothesis; the joiner is one (N, J, 1) + (N, J, 1)
+→ (N, V) step. The joiner's two input projections travel with the encoder and predictor graphs (`Transducer.encode`
+and `predict` already apply them), so each decoding step pays only tanh and the output layer. Shapes, dtypes and
+ids follow sherpa-onnx's NeMo transducers (fastasr.runtime.model_dir): features and encoder output channels first,
+int32 targets, the blank the last graph id (the predictor maps its targets to the model's ids, the joiner rotates
+its logits back). For a model whose front end sherpa-onnx computes (model.frontend=kaldi) the export also writes
+tokens.txt and sherpa's metadata on encoder.onnx (fastasr.inference.sherpa), so sherpa-onnx loads the directory as
+it is; `sherpa=True` (`--sherpa`) insists on that, `sherpa=False` leaves them out.
 
 The graphs come from torch's TorchScript-based exporter (`dynamo=False`, opset 17): it exports this model in
 seconds, where the torch.export-based one took minutes and needs onnxscript besides. Every graph then passes the
@@ -23,6 +28,7 @@ at any point leaves one of the two whole (at worst the old under `.OUT.old-*` be
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,15 +40,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastasr import __version__
 from fastasr.audio.files import PREEMPHASIS
 from fastasr.audio.mel import MelSettings
 from fastasr.errors import UserError
+from fastasr.inference import sherpa as sherpa_onnx
 from fastasr.model.checkpoint import load, model_of, weights_digest
 from fastasr.model.decode import MAX_SYMBOLS
-from fastasr.model.transducer import Transducer, count_parameters, log_mel
-from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, TOKENIZER_JSON, graph_file,
-                                       is_export, model_json, tokenizer_json)
+from fastasr.model.transducer import Transducer, count_parameters, log_mel, waveform_of
+from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, TOKENIZER_ID_OFFSET,
+                                       TOKENIZER_JSON, TOKENS_TXT, graph_file, is_export, log_mel_features,
+                                       model_json, tokenizer_json)
 from fastasr.text.tokenizer import MODEL_FILE, tokenizer_of
+
+log = logging.getLogger("fastasr.export")
 
 OPSET = 17
 QUANTIZE = ("int8",)
@@ -54,27 +65,37 @@ class _Encoder(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, features, feature_lengths):
-        return self.model.encode(features, feature_lengths)  # (N, T', J), (N,)
+    def forward(self, features, feature_lengths):  # (N, F, T), (N,)
+        enc, lens = self.model.encode(features.transpose(1, 2), feature_lengths)  # (N, T', J), (N,)
+        return enc.transpose(1, 2), lens  # (N, J, T')
 
 
 class _Predictor(nn.Module):
+    """One label step on graph ids: target s is the model's token (s + TOKENIZER_ID_OFFSET) % V."""
+
     def __init__(self, model: Transducer):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens, h, c):
-        out, (h, c) = self.model.predict(tokens[:, None], (h, c))  # (N, 1, J)
-        return out[:, 0], h, c
+    def forward(self, targets, target_length, h, c):  # (N, 1) int32, (N,) int32, (L, N, H) × 2
+        tokens = torch.remainder(targets.long() + TOKENIZER_ID_OFFSET, self.model.config.vocab_size)  # (N, 1)
+        out, (h, c) = self.model.predict(tokens, (h, c))  # (N, 1, J)
+        # target_length comes back as the output's length (one step), as NeMo's decoder returns it: the exporter
+        # keeps an input only when an output uses it, and sherpa-onnx feeds it.
+        return out.transpose(1, 2), target_length, h, c  # (N, J, 1)
 
 
 class _Joiner(nn.Module):
+    """Logits over graph ids: graph id s is the model's (s + TOKENIZER_ID_OFFSET) % V, so the blank comes last."""
+
     def __init__(self, model: Transducer):
         super().__init__()
         self.joiner = model.joiner
 
-    def forward(self, encoder_out, predictor_out):
-        return self.joiner(encoder_out, predictor_out)  # (N, V)
+    def forward(self, encoder_out, predictor_out):  # (N, J, 1), (N, J, 1)
+        logits = self.joiner(encoder_out[:, :, 0], predictor_out[:, :, 0])  # (N, V)
+        k = TOKENIZER_ID_OFFSET
+        return torch.cat([logits[:, k:], logits[:, :k]], dim=1)  # (N, V)
 
 
 def _inputs(model: Transducer, batch: int, frames: int, seed: int) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -83,10 +104,11 @@ def _inputs(model: Transducer, batch: int, frames: int, seed: int) -> dict[str, 
     g = torch.Generator().manual_seed(seed)
     lens = torch.linspace(frames, max(1, frames // 3), batch).round().long()
     state = torch.randn(c.pred_layers, batch, c.pred_hidden, generator=g)
+    targets = torch.randint(0, c.vocab_size, (batch, 1), generator=g, dtype=torch.int32)
     return {
-        "encoder": (torch.randn(batch, frames, c.n_mels, generator=g), lens),
-        "predictor": (torch.randint(0, c.vocab_size, (batch,), generator=g), state, torch.randn_like(state)),
-        "joiner": (torch.randn(batch, c.joint_dim, generator=g), torch.randn(batch, c.joint_dim, generator=g)),
+        "encoder": (torch.randn(batch, c.n_mels, frames, generator=g), lens),
+        "predictor": (targets, torch.ones(batch, dtype=torch.int32), state, torch.randn_like(state)),
+        "joiner": (torch.randn(batch, c.joint_dim, 1, generator=g), torch.randn(batch, c.joint_dim, 1, generator=g)),
     }
 
 
@@ -131,8 +153,10 @@ def _quantize(src: Path, dst: Path) -> None:
         quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
 
 
-def _write_graphs(model: Transducer, out: Path, quantize: str | None) -> dict[str, dict[str, float]]:
-    """The float graphs (and the quantised copies) in `out`, each checked; {precision: {graph: max |diff|}}."""
+def _write_graphs(model: Transducer, out: Path, quantize: str | None,
+                  encoder_meta: dict[str, str] | None) -> dict[str, dict[str, float]]:
+    """The float graphs (and the quantised copies) in `out`, each checked, the encoders with `encoder_meta` (sherpa
+    metadata) when given; {precision: {graph: max |diff|}}."""
     c = model.config
     # In eval mode themselves: the exporter puts a module back into its own mode afterwards, recursively, and a
     # wrapper left in train mode would switch the model's dropout on for the checks below.
@@ -143,6 +167,8 @@ def _write_graphs(model: Transducer, out: Path, quantize: str | None) -> dict[st
     check: dict[str, dict[str, float]] = {"float": {}}
     for g in GRAPHS:
         _export_graph(modules[g], traced[g], out / graph_file(g), g)
+        if g == "encoder" and encoder_meta:
+            sherpa_onnx.set_metadata(out / graph_file(g), encoder_meta)
         check["float"][g] = diff = _check(out / graph_file(g), modules[g], checked[g], g)
         if not diff <= CHECK_TOLERANCE:
             raise RuntimeError(f"exported {g} differs from torch by {diff:.3g} (> {CHECK_TOLERANCE})")
@@ -150,6 +176,8 @@ def _write_graphs(model: Transducer, out: Path, quantize: str | None) -> dict[st
         check[quantize] = {}
         for g in GRAPHS:
             _quantize(out / graph_file(g), out / graph_file(g, quantize))
+            if g == "encoder" and encoder_meta:  # the quantiser may drop or keep the float one's
+                sherpa_onnx.set_metadata(out / graph_file(g, quantize), encoder_meta)
             check[quantize][g] = _check(out / graph_file(g, quantize), modules[g], checked[g], g)
     return check
 
@@ -190,8 +218,12 @@ def _replace(tmp: Path, out: Path) -> None:
     shutil.rmtree(aside)
 
 
-def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None) -> Path:
-    """Write the export directory `out` for `checkpoint` (replacing an earlier export there); returns `out`."""
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None,
+           sherpa: bool | None = None) -> Path:
+    """Write the export directory `out` for `checkpoint` (replacing an earlier export there); returns `out`.
+
+    sherpa: None writes sherpa-onnx's tokens.txt and encoder metadata when sherpa-onnx computes the model's features
+    (and logs why not otherwise); True requires that (a UserError for a model it cannot run); False never does."""
     checkpoint, out = Path(checkpoint), Path(os.path.abspath(out))  # abspath: "." has a name and a parent too
     if quantize is not None and quantize not in QUANTIZE:
         raise UserError(f"--quantize {quantize!r}: choose from {list(QUANTIZE)}")
@@ -200,32 +232,50 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
     model, ckpt = _load(checkpoint)
     tokenizer = tokenizer_of(ckpt, checkpoint)
     c = model.config
-    fe = log_mel(c)
-    mel = MelSettings(sample_rate=fe.sample_rate, n_fft=fe.n_fft, win_length=fe.win_length,
-                      hop_length=fe.hop_length, n_mels=fe.n_mels, f_min=fe.f_min, f_max=fe.f_max,
-                      log_floor=fe.log_floor, normalize=fe.normalize, norm_eps=fe.norm_eps)
+    features = _features(c)
+    why_not = sherpa_onnx.unsupported(c, features) if sherpa is not False else "not asked for (sherpa=False)"
+    if why_not and sherpa:
+        raise UserError(f"--sherpa: {why_not}; {sherpa_onnx.HINT}")
+    if why_not and sherpa is None:
+        log.info("%s: %s, so the export is for fastasr.runtime only; %s", checkpoint, why_not, sherpa_onnx.HINT)
+    tokens_txt = None if why_not else sherpa_onnx.tokens_txt(tokenizer.pieces())
+    encoder_meta = None if why_not else sherpa_onnx.encoder_metadata(
+        c, features, f"fastasr {__version__} export of {checkpoint.name} (step {ckpt.get('step')})")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would follow the directory through the rename
     try:
-        check = _write_graphs(model, tmp, quantize)
+        check = _write_graphs(model, tmp, quantize, encoder_meta)
         source = {"checkpoint": str(checkpoint), "step": ckpt.get("step"), "weights_sha256": weights_digest(model),
                   "parameters": count_parameters(model), "model_config": asdict(c),
                   "torch": torch.__version__, **versions}
-        meta = model_json(mel=mel, preemphasis=PREEMPHASIS, subsampling=c.subsampling, encoder_dim=c.joint_dim,
-                          pred_layers=c.pred_layers, pred_hidden=c.pred_hidden, vocab_size=c.vocab_size,
-                          max_symbols=MAX_SYMBOLS, precisions=list(check), opset=OPSET, source=source,
+        meta = model_json(features=features, waveform=waveform_of(c), preemphasis=PREEMPHASIS,
+                          subsampling=c.subsampling, encoder_dim=c.joint_dim, pred_layers=c.pred_layers,
+                          pred_hidden=c.pred_hidden, vocab_size=c.vocab_size, max_symbols=MAX_SYMBOLS,
+                          precisions=list(check), opset=OPSET, sherpa=tokens_txt is not None, source=source,
                           check={p: {g: float(f"{d:.3g}") for g, d in v.items()} for p, v in check.items()})
         _write_json(tmp / TOKENIZER_JSON, tokenizer_json(tokenizer))
         if tokenizer.kind == "sentencepiece":  # for other runtimes (sherpa-onnx and the like); ours reads the json
             (tmp / MODEL_FILE).write_bytes(tokenizer.model)
+        if tokens_txt is not None:
+            (tmp / TOKENS_TXT).write_text(tokens_txt, encoding="utf-8")
         _write_json(tmp / MODEL_JSON, meta)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _features(c) -> dict:
+    """model.json's `features`: every setting of the model's front end (fastasr.model.transducer.log_mel)."""
+    fe = log_mel(c)
+    if c.frontend == "kaldi":  # fastasr.model.fbank.KaldiFbank: FbankSettings.to_dict, its recipe included
+        return fe.settings()
+    return log_mel_features(MelSettings(sample_rate=fe.sample_rate, n_fft=fe.n_fft, win_length=fe.win_length,
+                                        hop_length=fe.hop_length, n_mels=fe.n_mels, f_min=fe.f_min, f_max=fe.f_max,
+                                        log_floor=fe.log_floor, normalize=fe.normalize, norm_eps=fe.norm_eps))
 
 
 def _onnx_versions() -> dict[str, str]:

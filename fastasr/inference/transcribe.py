@@ -16,34 +16,42 @@ from fastasr.audio.files import Transcript, UnreadableAudio, read_audio, read_mo
 from fastasr.errors import UserError
 from fastasr.model.checkpoint import load_model, pick_device
 from fastasr.model.decode import decode
-from fastasr.model.transducer import log_mel
+from fastasr.model.transducer import log_mel, waveform_of
 
 __all__ = ["iter_transcripts", "transcribe", "checkpoint_recogniser", "Transcript", "UnreadableAudio",
            "read_audio", "read_mono", "split_long"]
 
 
-def checkpoint_recogniser(checkpoint: str | os.PathLike, *, beam: int = 1, device: str = "auto", threads: int = 0):
-    """`recognise(pieces) -> texts` for normalised 16-kHz pieces, with the checkpoint's model on `device`
-    (`threads` > 0 sets torch's intra-op threads for this process)."""
-    if not os.path.isfile(checkpoint):
-        raise UserError(f"{checkpoint}: no such checkpoint (expected a file written by `fastasr train`)")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
-    model, tokenizer, config = load_model(checkpoint, dev)
-    frontend = log_mel(config).to(dev)
+class CheckpointRecogniser:
+    """`recognise(pieces) -> texts` for 16-kHz pieces conditioned as `waveform` says (the model's front end:
+    fastasr.model.transducer.waveform_of), with the checkpoint's model on `device`."""
+
+    def __init__(self, checkpoint: str | os.PathLike, *, beam: int = 1, device: str = "auto"):
+        self.device = pick_device(device)
+        self.model, self.tokenizer, config = load_model(checkpoint, self.device)
+        self.frontend = log_mel(config).to(self.device)
+        self.waveform = waveform_of(config)
+        self.beam = beam
 
     @torch.no_grad()
-    def recognise(pieces: list[np.ndarray]) -> list[str]:
+    def __call__(self, pieces: list[np.ndarray]) -> list[str]:
         lens = torch.tensor([p.size for p in pieces], dtype=torch.long)
         padded = torch.zeros(len(pieces), int(lens.max()), dtype=torch.float32)  # (B, S)
         for b, p in enumerate(pieces):
             padded[b, :p.size] = torch.from_numpy(p)
-        feats, feat_lens = frontend(padded.to(dev), lens.to(dev))
-        enc, enc_lens = model.encode(feats, feat_lens)
-        return [tokenizer.decode(ids) for ids in decode(model, enc, enc_lens, beam=beam)]
+        feats, feat_lens = self.frontend(padded.to(self.device), lens.to(self.device))
+        enc, enc_lens = self.model.encode(feats, feat_lens)
+        return [self.tokenizer.decode(ids) for ids in decode(self.model, enc, enc_lens, beam=self.beam)]
 
-    return recognise
+
+def checkpoint_recogniser(checkpoint: str | os.PathLike, *, beam: int = 1, device: str = "auto",
+                          threads: int = 0) -> CheckpointRecogniser:
+    """The checkpoint's recogniser (`threads` > 0 sets torch's intra-op threads for this process)."""
+    if not os.path.isfile(checkpoint):
+        raise UserError(f"{checkpoint}: no such checkpoint (expected a file written by `fastasr train`)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return CheckpointRecogniser(checkpoint, beam=beam, device=device)
 
 
 def iter_transcripts(checkpoint: str | os.PathLike, paths: Iterable[str | os.PathLike], *, beam: int = 1,
@@ -57,7 +65,7 @@ def iter_transcripts(checkpoint: str | os.PathLike, paths: Iterable[str | os.Pat
     """
     recognise = checkpoint_recogniser(checkpoint, beam=beam, device=device, threads=threads)
     return transcribe_files(paths, recognise, batch_seconds=batch_seconds, max_piece_seconds=max_piece_seconds,
-                            on_error=on_error, progress=progress)
+                            on_error=on_error, progress=progress, waveform=recognise.waveform)
 
 
 def transcribe(checkpoint: str | os.PathLike, paths: Iterable[str | os.PathLike], *, beam: int = 1,

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from fastasr.errors import UserError
-from fastasr.model.config import MAX_SIZES, ModelConfig
+from fastasr.model.config import FRONTENDS, MAX_SIZES, ModelConfig
 from fastasr.model.transducer import Transducer, parameter_count
 from fastasr.text.tokenizer import AnyTokenizer, tokenizer_of
 
@@ -144,6 +144,8 @@ def _buildable(config: ModelConfig, path) -> int:
     if config.encoder == "conformer" and config.d_model % config.n_heads:
         raise UserError(f"{path}: model setting d_model={config.d_model} is not divisible by n_heads="
                         f"{config.n_heads}")
+    if config.frontend not in FRONTENDS:
+        raise UserError(f"{path}: model setting frontend={config.frontend!r} (fastasr knows {', '.join(FRONTENDS)})")
     if config.vocab_size < 2:
         raise UserError(f"{path}: model setting vocab_size={config.vocab_size}; a trained model has at least 2")
     return parameter_count(config)

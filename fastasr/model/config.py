@@ -14,6 +14,8 @@ MAX_SIZES = {"n_mels": 512, "subsampling_channels": 4096, "d_model": 8192, "n_la
              "ff_mult": 64, "conv_kernel": 1023, "pred_embed": 8192, "pred_hidden": 8192, "pred_layers": 64,
              "joint_dim": 8192, "vocab_size": 1 << 20}
 
+FRONTENDS = ("logmel", "kaldi")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -32,6 +34,11 @@ class ModelConfig:
     pred_layers: int = 1
     joint_dim: int = 256
     vocab_size: int = 0  # filled in from the shard index's tokenizer
+    # The feature front end (FRONTENDS): "logmel", fastasr's own log-mel (fastasr.model.features.LogMel) on the
+    # peak-normalised, pre-emphasised waveform; "kaldi", kaldi-native-fbank's fbank as sherpa-onnx computes it for
+    # NeMo transducers (fastasr.model.fbank.KaldiFbank) on the raw waveform, which sherpa-onnx can run as exported.
+    # A checkpoint written before the setting existed is "logmel".
+    frontend: str = "logmel"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -259,7 +259,18 @@ def parameter_count(c: ModelConfig) -> int:
 
 
 def log_mel(c: ModelConfig):
-    """The feature front end a model of this config was trained with (fastasr.model.features.LogMel)."""
+    """The feature front end a model of this config was trained with: fastasr.model.features.LogMel ("logmel") or
+    fastasr.model.fbank.KaldiFbank ("kaldi"); each maps (audio (B, S), lengths (B,)) → (feats (B, T, n_mels),
+    lengths (B,)), fed the waveform that waveform_of(c) names."""
+    if c.frontend == "kaldi":
+        from fastasr.model.fbank import KaldiFbank
+
+        return KaldiFbank(n_mels=c.n_mels)
     from fastasr.model.features import LogMel
 
     return LogMel(n_mels=c.n_mels)
+
+
+def waveform_of(c: ModelConfig) -> str:
+    """How the model's front end wants the 16-kHz waveform (fastasr.audio.files.WAVEFORMS)."""
+    return "raw" if c.frontend == "kaldi" else "peak_preemphasis"

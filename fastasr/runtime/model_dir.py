@@ -1,32 +1,47 @@
-"""The export directory (`fastasr-onnx/1`): what `fastasr export` writes and `fastasr.runtime` reads.
+"""The export directory (`fastasr-onnx/2`): what `fastasr export` writes and `fastasr.runtime` reads.
 
-    DIR/encoder.onnx     features (N, T, n_mels) f32, feature_lengths (N,) i64
-                         → encoder_out (N, T', J) f32 (already through the joiner's encoder projection),
+The three graphs follow the calling convention of sherpa-onnx's NeMo transducers (`model_type="nemo_transducer"`:
+sherpa-onnx/csrc/offline-transducer-nemo-model.cc and the greedy and modified-beam-search decoders beside it), so the
+same files load in fastasr.runtime and, for a model whose front end sherpa-onnx computes, in sherpa-onnx:
+
+    DIR/encoder.onnx     features (N, n_mels, T) f32, feature_lengths (N,) i64
+                         → encoder_out (N, J, T') f32 (already through the joiner's encoder projection),
                            encoder_out_lengths (N,) i64
-    DIR/predictor.onnx   tokens (N,) i64, h (L, N, H) f32, c (L, N, H) f32: one label step of the LSTM
-                         → predictor_out (N, J) f32 (through the joiner's predictor projection), h_out, c_out
-    DIR/joiner.onnx      encoder_out (N, J), predictor_out (N, J) → logits (N, V)
+    DIR/predictor.onnx   targets (N, 1) i32, target_length (N,) i32 (passed through), h (L, N, H) f32,
+                         c (L, N, H) f32: one label step of the LSTM
+                         → predictor_out (N, J, 1) f32 (through the joiner's predictor projection),
+                           predictor_out_length (N,) i32, h_out, c_out
+    DIR/joiner.onnx      encoder_out (N, J, 1), predictor_out (N, J, 1) → logits (N, V), V static
     DIR/*.int8.onnx      the same graphs dynamically quantised (`--quantize int8`), beside the float ones; their
                          activation ranges are taken per call over the whole batch, so an int8 text can depend on
                          the other utterances in its batch (a float one does not)
-    DIR/tokenizer.json   {"format", "type": "char", "blank_id": 0, "tokens": ["<blank>", " ", "а", …]}: id → token;
-                         or {"format", "type": "sentencepiece", "model_type": "bpe"|"unigram", "blank_id": 0,
-                         "tokens": ["<blank>", "<unk>", "▁при", …], "silent_ids": [0, 1], "space": "▁",
-                         "model": "tokenizer.model"}: text is the pieces joined, "▁" a space, stripped, the
-                         silent ids (blank, <unk>, control pieces) left out (fastasr.text.tokenizer.join_pieces)
+    DIR/tokenizer.json   {"format", "type": "char", "blank_id": 0, "tokens": ["<blank>", " ", "а", …]}: tokenizer
+                         id → token; or {"format", "type": "sentencepiece", "model_type": "bpe"|"unigram",
+                         "blank_id": 0, "tokens": ["<blank>", "<unk>", "▁при", …], "silent_ids": [0, 1],
+                         "space": "▁", "model": "tokenizer.model"}: text is the pieces joined, "▁" a space,
+                         stripped, the silent ids (blank, <unk>, control pieces) left out (join_pieces)
     DIR/tokenizer.model  the SentencePiece model itself (sentencepiece tokenizers), for other runtimes
+    DIR/tokens.txt       sherpa-onnx's symbol table, `symbol id` per graph id, "▁" for a space, `<blk>` last; only
+                         with a front end sherpa-onnx computes (features.type "kaldi_fbank"), whose encoder.onnx
+                         (float and int8) then carries sherpa's metadata (vocab_size without the blank, feat_dim, …)
     DIR/model.json       everything a front end and a decoder need: audio (rate, downmix, peak normalisation,
-                         pre-emphasis), features (every log-mel setting), encoder subsampling, predictor state
-                         shape, blank id, max symbols per frame, the graphs' files and I/O, provenance (the
-                         checkpoint, its step and weight digest, tool versions) and `check`: per precision and
-                         graph, the largest |onnxruntime - torch| on random inputs at export time
+                         pre-emphasis), features (every setting of the log-mel or kaldi fbank front end), encoder
+                         subsampling, predictor state shape, blank id and the graph id → tokenizer id map, max
+                         symbols per frame, the graphs' files and I/O, provenance (the checkpoint, its step and
+                         weight digest, tool versions) and `check`: per precision and graph, the largest
+                         |onnxruntime - torch| on random inputs at export time
+
+Graph ids are not tokenizer ids. fastasr's tokenizers keep the blank at id 0; a NeMo transducer has it last, so
+the graphs take and give graph id s for tokenizer id (s + 1) % V (decoding.tokenizer_id_offset = 1): the predictor
+maps its targets before the embedding and the joiner rotates its logits, and the blank is graph id V - 1.
 
 Both sides use this module, so the names are defined once. Reading validates everything the runtime relies on
-and raises UserError naming the file and what was expected: a missing or corrupt directory is one clear line.
+and raises UserError naming the file and what was expected: a missing or corrupt directory is one clear line, and
+an export of the older format (`fastasr-onnx/1`: other graph shapes) is told to re-export.
 An export directory is data: every number the runtime sizes an array or a loop by lies within LIMITS (a model.json
 asking for n_fft=10**9 or 10**12 symbols per frame is refused, not obeyed), and every file it names is a plain file
 name inside the directory (no `../x.onnx`, no absolute path, no link out). EXPORT_FILES are the only names an export
-holds: `fastasr export` replaces a directory only when it holds those alone (`is_export`).
+holds: `fastasr export` replaces a directory only when it holds those alone (`is_export`, either format).
 """
 
 from __future__ import annotations
@@ -35,26 +50,35 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastasr.audio.files import SAMPLE_RATE
 from fastasr.audio.mel import MelSettings
 from fastasr.errors import UserError
 from fastasr.text.tokenizer import BLANK, MODEL_FILE, SPACE_PIECE, CharTokenizer, PieceDecoder
 
-FORMAT = "fastasr-onnx/1"
+if TYPE_CHECKING:
+    from fastasr.audio.fbank import FbankSettings
+
+FORMAT = "fastasr-onnx/2"
+OLD_FORMATS = ("fastasr-onnx/1",)  # exports `fastasr export` still replaces, which this runtime no longer reads
 TOKENIZER_FORMAT = "fastasr-tokenizer/1"
 MODEL_JSON = "model.json"
 TOKENIZER_JSON = "tokenizer.json"
+TOKENS_TXT = "tokens.txt"
 BLANK_TOKEN = "<blank>"
 GRAPHS = ("encoder", "predictor", "joiner")
 PRECISIONS = ("float", "int8")
-# graph → (inputs, outputs), each name → its axes; named axes are dynamic.
+TOKENIZER_ID_OFFSET = 1  # graph id s is tokenizer id (s + 1) % V: the blank (tokenizer id 0) is graph id V - 1
+# graph → (inputs, outputs), each name → its axes; named axes in DYNAMIC_AXES are dynamic, the others static
+# (an int is that size). sherpa-onnx feeds the inputs by position and reads the names from the graph.
 IO = {
-    "encoder": ({"features": ["N", "T", "n_mels"], "feature_lengths": ["N"]},
-                {"encoder_out": ["N", "T_out", "J"], "encoder_out_lengths": ["N"]}),
-    "predictor": ({"tokens": ["N"], "h": ["L", "N", "H"], "c": ["L", "N", "H"]},
-                  {"predictor_out": ["N", "J"], "h_out": ["L", "N", "H"], "c_out": ["L", "N", "H"]}),
-    "joiner": ({"encoder_out": ["N", "J"], "predictor_out": ["N", "J"]}, {"logits": ["N", "V"]}),
+    "encoder": ({"features": ["N", "n_mels", "T"], "feature_lengths": ["N"]},
+                {"encoder_out": ["N", "J", "T_out"], "encoder_out_lengths": ["N"]}),
+    "predictor": ({"targets": ["N", 1], "target_length": ["N"], "h": ["L", "N", "H"], "c": ["L", "N", "H"]},
+                  {"predictor_out": ["N", "J", 1], "predictor_out_length": ["N"], "h_out": ["L", "N", "H"],
+                   "c_out": ["L", "N", "H"]}),
+    "joiner": ({"encoder_out": ["N", "J", 1], "predictor_out": ["N", "J", 1]}, {"logits": ["N", "V"]}),
 }
 DYNAMIC_AXES = ("N", "T", "T_out")
 # model.json's numbers → the range this runtime accepts, each far beyond a real model's (fastasr exports n_fft 512,
@@ -67,29 +91,33 @@ LIMITS = {
     "decoding.max_symbols_per_frame": (1, 100), "encoder.dim": (1, 8192), "predictor.layers": (1, 64),
     "predictor.hidden": (1, 8192),
 }
-# How the features are computed beyond MelSettings' numbers: fastasr.audio.mel.log_mel computes exactly this.
-FEATURE_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center": True, "pad_mode": "constant",
+# How the log-mel features are computed beyond MelSettings' numbers: fastasr.audio.mel.log_mel computes exactly
+# this. The kaldi front end's recipe is fastasr.audio.fbank.FBANK_METHOD (features.type "kaldi_fbank").
+LOG_MEL_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center": True, "pad_mode": "constant",
                   "power": 2.0, "mel_scale": "slaney", "mel_norm": "slaney", "log": "natural",
                   "normalization": "per_utterance_mean_var"}  # applied when features.normalize is true
+FEATURE_TYPES = ("log_mel", "kaldi_fbank")
+# How the waveform is conditioned before the features (fastasr.audio.files.WAVEFORMS) ↔ model.json's audio.
+WAVEFORM_AUDIO = {"peak_preemphasis": True, "raw": False}  # → audio.peak_normalize
 
 
 def graph_file(graph: str, precision: str = "float") -> str:
     return f"{graph}.onnx" if precision == "float" else f"{graph}.{precision}.onnx"
 
 
-EXPORT_FILES = frozenset({MODEL_JSON, TOKENIZER_JSON, MODEL_FILE,
+EXPORT_FILES = frozenset({MODEL_JSON, TOKENIZER_JSON, MODEL_FILE, TOKENS_TXT,
                           *(graph_file(g, p) for g in GRAPHS for p in PRECISIONS)})
 
 
 def is_export(path: Path) -> bool:
-    """Whether the directory `path` holds a fastasr export and nothing else: its model.json of FORMAT, and only
-    EXPORT_FILES, as plain files. What `fastasr export` may replace (or an empty directory)."""
+    """Whether the directory `path` holds a fastasr export and nothing else: its model.json of FORMAT (or an
+    OLD_FORMATS one), and only EXPORT_FILES, as plain files. What `fastasr export` may replace (or an empty one)."""
     try:
         entries = list(path.iterdir())
         meta = json.loads((path / MODEL_JSON).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return (isinstance(meta, dict) and meta.get("format") == FORMAT
+    return (isinstance(meta, dict) and meta.get("format") in (FORMAT, *OLD_FORMATS)
             and all(e.name in EXPORT_FILES and e.is_file() and not e.is_symlink() for e in entries))
 
 
@@ -102,26 +130,41 @@ def tokenizer_json(tokenizer) -> dict:
     return out
 
 
-def model_json(*, mel: MelSettings, preemphasis: float, subsampling: int, encoder_dim: int, pred_layers: int,
-               pred_hidden: int, vocab_size: int, max_symbols: int, precisions: list[str], opset: int,
-               source: dict, check: dict) -> dict:
+def log_mel_features(mel: MelSettings) -> dict:
+    """model.json's `features` for the log-mel front end."""
+    return {**LOG_MEL_METHOD, **mel.to_dict(), "frames": "1 + samples // hop_length"}
+
+
+def model_json(*, features: dict, waveform: str, preemphasis: float, subsampling: int, encoder_dim: int,
+               pred_layers: int, pred_hidden: int, vocab_size: int, max_symbols: int, precisions: list[str],
+               opset: int, sherpa: bool, source: dict, check: dict) -> dict:
+    """features: log_mel_features(…) or the kaldi front end's settings (FbankSettings.to_dict); waveform: a key
+    of WAVEFORM_AUDIO (preemphasis is its coefficient for "peak_preemphasis")."""
     from fastasr import __version__
 
+    blank = (BLANK - TOKENIZER_ID_OFFSET) % vocab_size
     return {
         "format": FORMAT,
         "fastasr_version": __version__,
-        "audio": {"sample_rate": mel.sample_rate, "downmix": "channel_mean", "resampler": "soxr",
-                  "peak_normalize": True, "preemphasis": preemphasis},
-        "features": {**FEATURE_METHOD, **mel.to_dict(), "frames": "1 + samples // hop_length"},
+        "audio": {"sample_rate": features["sample_rate"], "downmix": "channel_mean", "resampler": "soxr",
+                  "peak_normalize": WAVEFORM_AUDIO[waveform],
+                  "preemphasis": preemphasis if WAVEFORM_AUDIO[waveform] else 0.0},
+        "features": features,
         "encoder": {"subsampling": subsampling, "frames_out": "ceil(frames / 2) per stride-2 layer",
                     "dim": encoder_dim},
-        "predictor": {"layers": pred_layers, "hidden": pred_hidden, "start_token": BLANK},
-        "decoding": {"blank_id": BLANK, "vocab_size": vocab_size, "max_symbols_per_frame": max_symbols},
+        "predictor": {"layers": pred_layers, "hidden": pred_hidden, "start_token": blank},
+        "decoding": {"blank_id": blank, "vocab_size": vocab_size, "tokenizer_id_offset": TOKENIZER_ID_OFFSET,
+                     "tokenizer_id": "(graph id + tokenizer_id_offset) % vocab_size",
+                     "max_symbols_per_frame": max_symbols},
         "tokenizer": TOKENIZER_JSON,
         "graphs": {p: {g: graph_file(g, p) for g in GRAPHS} for p in precisions},
         "io": {g: {"inputs": ins, "outputs": outs} for g, (ins, outs) in IO.items()},
         "dynamic_axes": list(DYNAMIC_AXES),
         "opset": opset,
+        # How sherpa-onnx loads this directory (its decoder is our predictor), or null: its features are not ones
+        # sherpa-onnx computes.
+        "sherpa_onnx": {"model_type": "nemo_transducer", "tokens": TOKENS_TXT, "decoder": "predictor"}
+        if sherpa else None,
         "source": source,
         "check": check,
     }
@@ -133,9 +176,12 @@ class ModelDir:
 
     path: Path
     meta: dict  # model.json as read
-    mel: MelSettings
-    preemphasis: float
-    blank: int
+    feature_type: str  # FEATURE_TYPES
+    features: MelSettings | FbankSettings  # log_mel's or kaldi_fbank's settings
+    waveform: str  # fastasr.audio.files.WAVEFORMS
+    preemphasis: float  # the coefficient of waveform "peak_preemphasis"
+    blank: int  # graph id
+    tokenizer_id_offset: int  # tokenizer id = (graph id + offset) % vocab_size
     vocab_size: int
     max_symbols: int
     encoder_dim: int
@@ -231,53 +277,86 @@ def read_model_dir(path: str | Path) -> ModelDir:
         raise UserError(f"{path}: no such export directory (expected the --out DIR of `fastasr export`)")
     meta_path = path / MODEL_JSON
     meta = _read_json(meta_path, "model description")
+    if meta.get("format") in OLD_FORMATS:
+        raise UserError(f"{meta_path}: an export of an older fastasr (format {meta['format']!r}, other graph "
+                        f"inputs and outputs; this one reads {FORMAT!r}): re-export with this fastasr "
+                        f"(`fastasr export CKPT --out {path}`)")
     if meta.get("format") != FORMAT:
         raise UserError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    for key, want in (("audio.sample_rate", SAMPLE_RATE), ("audio.peak_normalize", True),
-                      *((f"features.{k}", v) for k, v in FEATURE_METHOD.items())):
-        if _field(meta, key, object, meta_path) != want:
-            raise UserError(f"{meta_path}: {key} is {_field(meta, key, object, meta_path)!r}; this runtime "
-                            f"computes {want!r}")
-    mel = _read_mel(meta, meta_path)
+    if _field(meta, "audio.sample_rate", object, meta_path) != SAMPLE_RATE:
+        raise UserError(f"{meta_path}: audio.sample_rate is {meta['audio']['sample_rate']!r}; this runtime "
+                        f"computes {SAMPLE_RATE!r}")
+    feature_type, features = _read_features(meta, meta_path)
+    waveform, preemphasis = _read_waveform(meta, meta_path)
     graphs = _field(meta, "graphs", dict, meta_path)
     for precision, files in graphs.items():
         if precision not in PRECISIONS or not isinstance(files, dict) or set(files) != set(GRAPHS):
             raise UserError(f"{meta_path}: graphs.{precision} must name the files of {list(GRAPHS)}")
         for graph, name in files.items():
             _inside(path, name, f"graphs.{precision}.{graph}", meta_path)
-    blank = _field(meta, "decoding.blank_id", int, meta_path)
-    if blank != BLANK:
-        raise UserError(f"{meta_path}: decoding.blank_id is {blank}; fastasr tokenizers use {BLANK}")
-    preemphasis = _number(meta, "audio.preemphasis", meta_path)
-    if not 0 <= preemphasis < 1:
-        raise UserError(f"{meta_path}: audio.preemphasis is {preemphasis!r}, expected 0 <= coefficient < 1")
     vocab_size = _number(meta, "decoding.vocab_size", meta_path)
+    blank = _field(meta, "decoding.blank_id", int, meta_path)
+    offset = _field(meta, "decoding.tokenizer_id_offset", int, meta_path)
+    if not (0 <= blank < vocab_size and 0 <= offset < vocab_size and (blank + offset) % vocab_size == BLANK):
+        raise UserError(f"{meta_path}: decoding.blank_id {blank} and tokenizer_id_offset {offset} do not map the "
+                        f"blank to tokenizer id {BLANK} ((id + offset) % {vocab_size})")
     tokenizer = _read_tokenizer(_inside(path, _field(meta, "tokenizer", str, meta_path), "tokenizer", meta_path),
                                 vocab_size)
-    return ModelDir(path=path, meta=meta, mel=mel, preemphasis=float(preemphasis), blank=blank,
-                    vocab_size=vocab_size, max_symbols=_number(meta, "decoding.max_symbols_per_frame", meta_path),
+    return ModelDir(path=path, meta=meta, feature_type=feature_type, features=features, waveform=waveform,
+                    preemphasis=float(preemphasis), blank=blank, tokenizer_id_offset=offset, vocab_size=vocab_size,
+                    max_symbols=_number(meta, "decoding.max_symbols_per_frame", meta_path),
                     encoder_dim=_number(meta, "encoder.dim", meta_path),
                     pred_layers=_number(meta, "predictor.layers", meta_path),
                     pred_hidden=_number(meta, "predictor.hidden", meta_path), tokenizer=tokenizer)
 
 
-def _read_mel(meta: dict, meta_path: Path) -> MelSettings:
-    """The log-mel settings, each of its type, the sizes within LIMITS and the band within the Nyquist range."""
+def _read_waveform(meta: dict, meta_path: Path) -> tuple[str, float]:
+    """(waveform, pre-emphasis coefficient): a peak-normalised waveform with a coefficient in [0, 1), or the raw
+    one (peak_normalize false, preemphasis 0)."""
+    peak = _field(meta, "audio.peak_normalize", bool, meta_path)
+    preemphasis = _number(meta, "audio.preemphasis", meta_path)
+    if peak and not 0 <= preemphasis < 1:
+        raise UserError(f"{meta_path}: audio.preemphasis is {preemphasis!r}, expected 0 <= coefficient < 1")
+    if not peak and preemphasis != 0:
+        raise UserError(f"{meta_path}: audio.preemphasis is {preemphasis!r}; this runtime pre-emphasises only a "
+                        "peak-normalised waveform (audio.peak_normalize true)")
+    return ("peak_preemphasis" if peak else "raw"), preemphasis
+
+
+def _read_features(meta: dict, meta_path: Path) -> tuple[str, MelSettings | FbankSettings]:
+    """features.type and its settings: the recipe this runtime computes, each number of its type, the sizes within
+    LIMITS, the band within the Nyquist range."""
+    kind = _field(meta, "features.type", str, meta_path)
+    if kind == "log_mel":
+        method, settings_type = LOG_MEL_METHOD, MelSettings
+    elif kind == "kaldi_fbank":
+        from fastasr.audio.fbank import FBANK_METHOD, FbankSettings  # NumPy only; imported for the models using it
+
+        method, settings_type = FBANK_METHOD, FbankSettings
+    else:
+        raise UserError(f"{meta_path}: features.type is {kind!r}; this runtime computes {list(FEATURE_TYPES)}")
+    for key, want in method.items():
+        if _field(meta, f"features.{key}", object, meta_path) != want:
+            raise UserError(f"{meta_path}: features.{key} is {meta['features'][key]!r}; this runtime computes "
+                            f"{want!r}")
     settings = {}
-    for name, f in MelSettings.__dataclass_fields__.items():
+    for name, f in settings_type.__dataclass_fields__.items():
         key = f"features.{name}"
-        if isinstance(f.default, bool):
-            settings[name] = _field(meta, key, bool, meta_path)
+        if isinstance(f.default, (bool, str)):
+            settings[name] = _field(meta, key, type(f.default), meta_path)
         else:
             settings[name] = _number(meta, key, meta_path)
             if isinstance(f.default, int) and not isinstance(settings[name], int):
                 raise UserError(f"{meta_path}: field {key!r} is {settings[name]!r}, expected int")
     s = settings
-    if not 0 <= s["f_min"] < s["f_max"] <= s["sample_rate"] / 2 or not s["log_floor"] > 0 or not s["norm_eps"] > 0:
+    if s["sample_rate"] != SAMPLE_RATE:
+        raise UserError(f"{meta_path}: features.sample_rate is {s['sample_rate']}; the audio is {SAMPLE_RATE} Hz")
+    if kind == "log_mel" and not (0 <= s["f_min"] < s["f_max"] <= s["sample_rate"] / 2 and s["log_floor"] > 0
+                                  and s["norm_eps"] > 0):
         raise UserError(f"{meta_path}: features need 0 <= f_min < f_max <= sample_rate / 2 and a positive log_floor "
                         f"and norm_eps; got f_min={s['f_min']}, f_max={s['f_max']}, log_floor={s['log_floor']}, "
                         f"norm_eps={s['norm_eps']}")
     try:
-        return MelSettings(**settings)
+        return kind, settings_type(**settings)
     except ValueError as exc:
-        raise UserError(f"{meta_path}: bad log-mel settings ({exc})") from None
+        raise UserError(f"{meta_path}: bad {kind} settings ({exc})") from None

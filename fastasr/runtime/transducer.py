@@ -1,5 +1,6 @@
-"""An exported RNN-T in onnxruntime: NumPy log-mel → encoder graph → batched greedy decoding with the predictor
-and joiner graphs. No torch anywhere; onnxruntime is imported when a model is loaded."""
+"""An exported RNN-T in onnxruntime: NumPy features (log-mel or kaldi fbank, as model.json says) → encoder graph →
+batched greedy decoding with the predictor and joiner graphs. No torch anywhere; onnxruntime is imported when a
+model is loaded."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _session(ort, path: Path, graph: str, options, expect: dict):
         raise UserError(f"{path}: not a loadable ONNX graph ({reason})") from None
     inputs, outputs = IO[graph]
     got = [(a.name, a.shape) for a in (*session.get_inputs(), *session.get_outputs())]
-    want = [(name, [expect.get(a, "?") for a in axes]) for name, axes in (*inputs.items(), *outputs.items())]
+    want = [(name, [a if isinstance(a, int) else expect.get(a, "?") for a in axes])
+            for name, axes in (*inputs.items(), *outputs.items())]
     fits = len(got) == len(want) and all(
         g[0] == w[0] and len(g[1]) == len(w[1]) and all(b == "?" or a == b for a, b in zip(g[1], w[1]))
         for g, w in zip(got, want))
@@ -45,11 +47,21 @@ def _session(ort, path: Path, graph: str, options, expect: dict):
     return session
 
 
+def _feature_function(feature_type: str):
+    """(samples, settings) → (T, n_mels) float32 for model.json's features.type."""
+    if feature_type == "kaldi_fbank":
+        from fastasr.audio.fbank import kaldi_fbank  # NumPy only; imported for the models using it
+
+        return kaldi_fbank
+    return log_mel
+
+
 class OnnxTransducer:
     """The graphs of an export directory, float or int8, in onnxruntime sessions on the CPU.
 
-    `model(pieces)` transcribes normalised 16-kHz pieces (see fastasr.audio.files) as one batch, the checkpoint's
-    greedy decoding step for step (fastasr.model.decode.greedy_batch).
+    `model(pieces)` transcribes 16-kHz pieces conditioned as `model.waveform` says (fastasr.audio.files.WAVEFORMS)
+    as one batch, the checkpoint's greedy decoding step for step (fastasr.model.decode.greedy_batch) in graph ids
+    (fastasr.runtime.model_dir: the blank last), mapped back to the tokenizer's ids before decoding to text.
     """
 
     def __init__(self, model_dir: str | os.PathLike, *, precision: str = "float", threads: int = 0):
@@ -65,55 +77,67 @@ class OnnxTransducer:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         d = self.dir
-        axes = {"n_mels": d.mel.n_mels, "J": d.encoder_dim, "L": d.pred_layers, "H": d.pred_hidden,
+        axes = {"n_mels": d.features.n_mels, "J": d.encoder_dim, "L": d.pred_layers, "H": d.pred_hidden,
                 "V": d.vocab_size}
         self.sessions = {g: _session(ort, d.graph(g, precision), g, options, axes) for g in GRAPHS}
         self.tokenizer = d.tokenizer
         self.blank = d.blank
+        self.waveform = d.waveform
+        self._features = _feature_function(d.feature_type)
 
     def features(self, pieces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(B, T, n_mels) float32 log-mel, zero past each length, and the lengths (B,) int64."""
-        feats = [log_mel(p, self.dir.mel) for p in pieces]
+        """(B, n_mels, T) float32 features, zero past each length, and the lengths (B,) int64."""
+        feats = [self._features(p, self.dir.features) for p in pieces]  # each (T_b, n_mels)
         lens = np.array([f.shape[0] for f in feats], dtype=np.int64)
-        batch = np.zeros((len(feats), int(lens.max()), self.dir.mel.n_mels), dtype=np.float32)
+        batch = np.zeros((len(feats), self.dir.features.n_mels, int(lens.max())), dtype=np.float32)
         for b, f in enumerate(feats):
-            batch[b, :f.shape[0]] = f
+            batch[b, :, :f.shape[0]] = f.T
         return batch, lens
 
     def encode(self, feats: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, J, T') encoder output and its lengths (B,) int64."""
         return tuple(self.sessions["encoder"].run(None, {"features": feats, "feature_lengths": lens}))
 
-    def predict(self, tokens: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
-        pred, h, c = self.sessions["predictor"].run(None, {"tokens": tokens, "h": state[0], "c": state[1]})
-        return pred, (h, c)  # (B, J), ((L, B, H), (L, B, H))
+    def predict(self, targets: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
+        """One label step for graph ids `targets` (B,): the predictor output (B, J, 1) and the new LSTM state."""
+        feed = {"targets": targets.astype(np.int32)[:, None], "target_length": np.ones(len(targets), np.int32),
+                "h": state[0], "c": state[1]}
+        pred, _, h, c = self.sessions["predictor"].run(None, feed)
+        return pred, (h, c)  # (B, J, 1), ((L, B, H), (L, B, H))
 
     def join(self, enc: np.ndarray, pred: np.ndarray) -> np.ndarray:
-        return self.sessions["joiner"].run(None, {"encoder_out": enc, "predictor_out": pred})[0]  # (B, V)
+        """(B, J, 1) encoder frame + (B, J, 1) predictor output → (B, V) logits over graph ids."""
+        return self.sessions["joiner"].run(None, {"encoder_out": enc, "predictor_out": pred})[0]
 
     def greedy(self, enc: np.ndarray, enc_lens: np.ndarray) -> list[list[int]]:
-        """Batched greedy search: per frame, emit the best label until blank (at most max_symbols per frame)."""
+        """Batched greedy search in graph ids: per frame, emit the best label until blank (at most max_symbols)."""
         B = enc.shape[0]
         zeros = np.zeros((self.dir.pred_layers, B, self.dir.pred_hidden), dtype=np.float32)
-        pred, state = self.predict(np.full(B, self.blank, dtype=np.int64), (zeros, zeros))
+        pred, state = self.predict(np.full(B, self.blank), (zeros, zeros))
         hyps: list[list[int]] = [[] for _ in range(B)]
         for t in range(int(enc_lens.max())):
+            frame = np.ascontiguousarray(enc[:, :, t:t + 1])  # (B, J, 1)
             active = t < enc_lens  # (B,)
             for _ in range(self.dir.max_symbols):
-                best = self.join(np.ascontiguousarray(enc[:, t]), pred).argmax(-1)  # (B,)
+                best = self.join(frame, pred).argmax(-1)  # (B,)
                 emit = active & (best != self.blank)
                 if not emit.any():
                     break
                 for b in np.flatnonzero(emit):
                     hyps[b].append(int(best[b]))
-                new_pred, new_state = self.predict(best.astype(np.int64), state)
-                pred = np.where(emit[:, None], new_pred, pred)
+                new_pred, new_state = self.predict(best, state)
+                pred = np.where(emit[:, None, None], new_pred, pred)
                 state = tuple(np.where(emit[None, :, None], n, o) for n, o in zip(new_state, state))
                 active = emit  # utterances that emitted blank move on to the next frame
         return hyps
 
+    def token_ids(self, graph_ids: list[int]) -> list[int]:
+        """Graph ids → the tokenizer's ids (model.json decoding.tokenizer_id_offset)."""
+        return [(s + self.dir.tokenizer_id_offset) % self.dir.vocab_size for s in graph_ids]
+
     def __call__(self, pieces: list[np.ndarray]) -> list[str]:
         enc, enc_lens = self.encode(*self.features(pieces))
-        return [self.tokenizer.decode(ids) for ids in self.greedy(enc, enc_lens)]
+        return [self.tokenizer.decode(self.token_ids(ids)) for ids in self.greedy(enc, enc_lens)]
 
 
 def iter_transcripts(model_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], *,
@@ -124,7 +148,8 @@ def iter_transcripts(model_dir: str | os.PathLike, paths: Iterable[str | os.Path
     fastasr.inference.transcribe.iter_transcripts, with the exported graphs instead of the checkpoint."""
     model = OnnxTransducer(model_dir, precision=precision, threads=threads)
     return transcribe_files(paths, model, batch_seconds=batch_seconds, max_piece_seconds=max_piece_seconds,
-                            preemphasis=model.dir.preemphasis, on_error=on_error, progress=progress)
+                            waveform=model.waveform, preemphasis=model.dir.preemphasis, on_error=on_error,
+                            progress=progress)
 
 
 def transcribe(model_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], *, precision: str = "float",

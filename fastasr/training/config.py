@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from fastasr.errors import UserError, did_you_mean
-from fastasr.model.config import MAX_SIZES, ModelConfig
+from fastasr.model.config import FRONTENDS, MAX_SIZES, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,8 @@ RULES = {
                                         "ff_mult", "pred_embed", "pred_hidden", "pred_layers", "joint_dim")},
     "model.subsampling": (lambda v: v in (2, 4, 8), "2, 4 or 8"),
     "model.encoder": (lambda v: v in ("conformer", "lstm"), "conformer or lstm"),
+    "model.frontend": (lambda v: v in FRONTENDS, " or ".join(FRONTENDS)
+                       + " (kaldi: the fbank sherpa-onnx computes, so an export runs there as it is)"),
     "model.conv_kernel": (lambda v: 0 < v <= MAX_SIZES["conv_kernel"] and v % 2 == 1,
                           f"an odd number in 1..{MAX_SIZES['conv_kernel']} (the convolution keeps the length)"),
     "model.dropout": (_fraction, "0 <= p < 1"),

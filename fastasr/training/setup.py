@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from fastasr.errors import UserError
 from fastasr.model.checkpoint import weights_digest
-from fastasr.model.transducer import Transducer, log_mel
+from fastasr.model.transducer import Transducer, log_mel, waveform_of
 from fastasr.shards.index import Reach
 from fastasr.text import tokenizer as tokenizers
 from fastasr.text.tokenizer import AnyTokenizer, tokenizer_of
@@ -201,7 +201,7 @@ def train_loader(data: str, s: Session, resumed: dict, reach: Reach | None = Non
     return build_loader(data, "train", max_batch_seconds=c.max_batch_seconds, num_workers=c.num_workers,
                         shuffle=True, seed=s.config.train.seed, epoch=epoch, skip_batches=consumed, infinite=True,
                         tokenizer=s.tokenizer, speed_perturb=speed_factors(c.speed_perturb),
-                        max_duration=c.max_duration, **asdict(reach or Reach()),
+                        max_duration=c.max_duration, waveform=waveform_of(s.config.model), **asdict(reach or Reach()),
                         **{k: v for k, v in resumed.items() if k not in ("epoch", "skip_batches")})
 
 
@@ -226,6 +226,7 @@ def load_val_subset(data, config: Config, tokenizer=None, reach: Reach | None = 
     return list(build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
                              tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1,
                              max_duration=config.data.max_duration, exclude={0: unwanted},
+                             waveform=waveform_of(config.model),
                              **asdict(reach or Reach())))
 
 

@@ -38,6 +38,23 @@ def flat(batches: list[list[str]]) -> list[str]:
     return [k for b in batches for k in b]
 
 
+def test_raw_waveform_is_the_decoded_audio_as_it_is(shard_dir, utts):
+    """waveform="raw" (the kaldi front end's): mono 16 kHz as decoded, neither peak-normalised nor pre-emphasised."""
+    by_key = {u.key: u for u in utts}
+    seen = 0
+    for b in build_loader(shard_dir, max_batch_seconds=3.0, num_workers=0, seed=0, waveform="raw"):
+        for i, key in enumerate(b.keys):
+            x, sr = sf.read(io.BytesIO(by_key[key].audio), dtype="float32", always_2d=True)
+            ref = librosa.to_mono(x.T)
+            ref = soxr.resample(ref, sr, 16000) if sr != 16000 else ref
+            n = int(b.audio_lens[i])
+            assert n == ref.size and np.abs(b.audio[i, :n].numpy() - ref).max() <= 1e-5
+            seen += 1
+    assert seen == len(utts)
+    with pytest.raises(ValueError, match="waveform must be one of"):
+        build_loader(shard_dir, max_batch_seconds=3.0, num_workers=0, waveform="peak")
+
+
 @pytest.mark.parametrize("num_workers", [0, 1, 2])
 def test_one_epoch_every_utterance_once(shard_dir, utts, num_workers):
     got = flat(keys_of(build_loader(shard_dir, max_batch_seconds=4.0, num_workers=num_workers, seed=5)))

@@ -47,13 +47,24 @@ def test_directory_holds_checked_graphs_tokenizer_and_front_end(exported):
         [f"{g}.onnx" for g in GRAPHS] + [f"{g}.int8.onnx" for g in GRAPHS] + ["model.json", "tokenizer.json"])
     for path in out.glob("*.onnx"):
         onnx.checker.check_model(str(path), full_check=True)
-    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in onnx.load(str(out / "encoder.onnx")).graph.input}
-    assert dims == {"features": ["N", "T", 80], "feature_lengths": ["N"]}
+    graph_io = {g: {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+                    for i in (*m.graph.input, *m.graph.output)} for g in GRAPHS
+                for m in [onnx.load(str(out / f"{g}.onnx"))]}
+    c = model.config
+    J, L, H, V = c.joint_dim, c.pred_layers, c.pred_hidden, c.vocab_size
+    assert graph_io == {  # sherpa-onnx's NeMo-transducer convention (fastasr.runtime.model_dir)
+        "encoder": {"features": ["N", 80, "T"], "feature_lengths": ["N"], "encoder_out": ["N", J, "T_out"],
+                    "encoder_out_lengths": ["N"]},
+        "predictor": {"targets": ["N", 1], "target_length": ["N"], "h": [L, "N", H], "c": [L, "N", H],
+                      "predictor_out": ["N", J, 1], "predictor_out_length": ["N"], "h_out": [L, "N", H],
+                      "c_out": [L, "N", H]},
+        "joiner": {"encoder_out": ["N", J, 1], "predictor_out": ["N", J, 1], "logits": ["N", V]}}
+    assert not onnx.load(str(out / "encoder.onnx")).metadata_props  # sherpa's metadata: kaldi front ends only
 
     meta = json.loads((out / "model.json").read_text())
-    fe, c = log_mel(model.config), model.config
-    assert meta["format"] == "fastasr-onnx/1" and meta["opset"] == 17
+    fe = log_mel(model.config)
+    assert meta["format"] == "fastasr-onnx/2" and meta["opset"] == 17 and meta["sherpa_onnx"] is None
+    assert meta["features"]["type"] == "log_mel"
     assert {k: meta["features"][k] for k in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min",
                                              "f_max", "log_floor", "normalize", "norm_eps")} == {
         "sample_rate": fe.sample_rate, "n_fft": fe.n_fft, "win_length": fe.win_length, "hop_length": fe.hop_length,
@@ -62,8 +73,11 @@ def test_directory_holds_checked_graphs_tokenizer_and_front_end(exported):
     assert meta["audio"] == {"sample_rate": 16000, "downmix": "channel_mean", "resampler": "soxr",
                              "peak_normalize": True, "preemphasis": PREEMPHASIS}
     assert meta["encoder"]["subsampling"] == c.subsampling and meta["encoder"]["dim"] == c.joint_dim
-    assert meta["predictor"] == {"layers": c.pred_layers, "hidden": c.pred_hidden, "start_token": 0}
-    assert meta["decoding"] == {"blank_id": 0, "vocab_size": c.vocab_size, "max_symbols_per_frame": 10}
+    # Graph ids put the blank last: graph id s is tokenizer id (s + 1) % V.
+    assert meta["predictor"] == {"layers": c.pred_layers, "hidden": c.pred_hidden, "start_token": V - 1}
+    assert meta["decoding"] == {"blank_id": V - 1, "vocab_size": V, "tokenizer_id_offset": 1,
+                                "tokenizer_id": "(graph id + tokenizer_id_offset) % vocab_size",
+                                "max_symbols_per_frame": 10}
     assert meta["graphs"]["int8"] == {g: f"{g}.int8.onnx" for g in GRAPHS}
     assert meta["source"]["step"] == 7 and meta["source"]["weights_sha256"] == weights_digest(model)
     assert all(meta["check"]["float"][g] <= CHECK_TOLERANCE for g in GRAPHS)

@@ -91,3 +91,14 @@ def test_an_export_is_replaced_and_a_failed_replace_keeps_the_old_one(exported, 
         assert json.loads((target / "model.json").read_text())["source"]["step"] == 7
         assert sorted(snapshot(target)) == sorted(snapshot(out))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "empty"]
+
+
+def test_an_export_of_the_older_format_is_replaced(exported, tmp_path):
+    """fastasr-onnx/1 directories (before the graphs took sherpa-onnx's convention) are fastasr's to replace."""
+    ckpt, out = exported
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    meta = json.loads((old / "model.json").read_text())
+    (old / "model.json").write_text(json.dumps({**meta, "format": "fastasr-onnx/1"}))
+    assert main(["export", str(ckpt), "--out", str(old)]) == 0
+    assert json.loads((old / "model.json").read_text())["format"] == "fastasr-onnx/2"

@@ -1,6 +1,5 @@
 """`fastasr transcribe`: any rate / channel count / container, the loader's audio path, one line per file."""
 
-import io
 from dataclasses import replace
 
 import numpy as np

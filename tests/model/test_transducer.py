@@ -1,6 +1,5 @@
 """Model shapes and lengths, padding invariance, config presets and overrides, lr schedule."""
 
-from dataclasses import replace
 
 import pytest
 import torch

@@ -66,10 +66,17 @@ def broken_copies(out: Path, tmp_path: Path):
     d = copy("bad_json")
     (d / "model.json").write_text("{not json")
     cases.append((d, "model.json: not valid JSON"))
-    d = copy("old_format")
+    d = copy("other_format")
     meta = json.loads((d / "model.json").read_text())
     (d / "model.json").write_text(json.dumps({**meta, "format": "fastasr-onnx/0"}))
-    cases.append((d, "format 'fastasr-onnx/0', expected 'fastasr-onnx/1'"))
+    cases.append((d, "format 'fastasr-onnx/0', expected 'fastasr-onnx/2'"))
+    d = copy("older_fastasr")  # the graphs' inputs and outputs before sherpa-onnx's convention
+    (d / "model.json").write_text(json.dumps({**meta, "format": "fastasr-onnx/1"}))
+    cases.append((d, "an export of an older fastasr (format 'fastasr-onnx/1', other graph inputs and outputs; this "
+                     "one reads 'fastasr-onnx/2'): re-export with this fastasr"))
+    d = copy("unknown_features")
+    (d / "model.json").write_text(json.dumps({**meta, "features": {**meta["features"], "type": "mfcc"}}))
+    cases.append((d, "features.type is 'mfcc'; this runtime computes ['log_mel', 'kaldi_fbank']"))
     d = copy("no_rate")
     del meta["features"]["hop_length"]
     (d / "model.json").write_text(json.dumps(meta))
