@@ -9,6 +9,10 @@ makes both). The checkpoint is exported (float + int8) to a temporary directory 
   cut, normalise, length-sorted batches of 240 padded seconds) with the checkpoint's recogniser
   (fastasr.inference.transcribe: torch log-mel, encoder, batched greedy) or the export's (fastasr.runtime: NumPy log-mel,
   onnxruntime graphs, the same greedy loop in NumPy).
+- sherpa: sherpa-onnx 2.0.1 on the same export directory (only for a model.frontend=kaldi checkpoint): its own
+  fbank, the export's graphs and tokens.txt, greedy_search, decode_streams over batches of 16 files; the files
+  decoded with soundfile and resampled with soxr as fastasr reads them (tests/sherpa_helpers.SherpaWorker, a child
+  process kept loaded between rounds). same_as_checkpoint compares words (sherpa drops a leading space).
 - threads: N torch intra-op threads for the checkpoint, onnxruntime intra_op_num_threads=N for the export, for N in
   FASTASR_BENCH_THREADS (default "1,2").
 - timed: the whole list, the model already loaded; a warm-up on 8 files first (Numba compile, allocators).

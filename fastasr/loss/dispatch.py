@@ -5,6 +5,7 @@ everything else (float32, float16, bfloat16) is computed in float32.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -123,9 +124,36 @@ def _stream(x: torch.Tensor) -> int:
 
 # ---------------------------------------------------------------- lattice (both paths)
 
+def check_delay_penalty(delay_penalty) -> float:
+    value = float(delay_penalty)
+    if not math.isfinite(value):
+        raise ValueError(f"delay_penalty must be a finite number, got {delay_penalty!r}")
+    return value
+
+
+def penalise_delay(label_lp: torch.Tensor, logit_lengths: torch.Tensor, delay_penalty: float) -> None:
+    """In place: label_lp[b, t, u] += delay_penalty * ((T_b - 1) / 2 - t), k2's delay penalty (icefall's
+    ``--delay-penalty``; Kang et al., arXiv 2211.00490).
+
+    Every complete alignment emits each of the U_b labels once, so its log-score gains delay_penalty * sum_i
+    ((T_b - 1) / 2 - t_i) over its emission frames t_i: the cost becomes -log sum_alignments p(alignment) *
+    exp(that), an exact objective whose gradient the lattice gives like any other (d cost / d label_lp is the same
+    at the shifted values). Early emissions score more for delay_penalty > 0; centring on (T_b - 1) / 2 keeps the
+    shift near 0 on average. Entries at t >= T_b and u >= U_b are never read (-inf stays -inf, NaN stays NaN).
+    (B, T) extra elements, on label_lp's device, no synchronisation."""
+    B, T, _ = label_lp.shape
+    centre = (logit_lengths.to(label_lp.dtype) - 1) * 0.5  # (B,)
+    frames = torch.arange(T, dtype=label_lp.dtype, device=label_lp.device)  # (T,)
+    label_lp += ((centre[:, None] - frames[None, :]) * delay_penalty)[:, :, None]  # (B, T, 1) over (B, T, U+1)
+
+
 def lattice(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch.Tensor,
-            target_lengths: torch.Tensor):
-    """blank_lp, label_lp (B, T, U+1) float32/64 contiguous -> costs (B,), g_blank, g_label (B, T, U+1)."""
+            target_lengths: torch.Tensor, delay_penalty: float = 0.0):
+    """blank_lp, label_lp (B, T, U+1) float32/64 contiguous -> costs (B,), g_blank, g_label (B, T, U+1).
+
+    delay_penalty != 0 first shifts label_lp in place (``penalise_delay``); 0 runs exactly today's arithmetic."""
+    if delay_penalty:
+        penalise_delay(label_lp, logit_lengths, delay_penalty)
     B, T, U1 = blank_lp.shape
     alpha = torch.empty_like(blank_lp)  # (B, T, U+1)
     beta = torch.empty_like(blank_lp)  # (B, T, U+1)

@@ -156,7 +156,7 @@ class _FusedRNNTLoss(torch.autograd.Function):
     # recomputes exactly the logits the lattice was built from, whatever thread or autocast state it runs in.
     @staticmethod
     def forward(ctx, enc, pred, weight, bias, targets, logit_lengths, target_lengths, host_lengths, blank,
-                activation, rows, clamp, mm_dtype, tf32):
+                activation, rows, clamp, mm_dtype, tf32, delay_penalty):
         B, T, _ = enc.shape
         U1 = pred.shape[1]
         joint = _Joint.of(enc, pred, weight, bias, activation, mm_dtype)
@@ -170,7 +170,7 @@ class _FusedRNNTLoss(torch.autograd.Function):
                 dispatch.row_log_probs(logits, plan.rows_b[r0:r1], plan.rows_t[r0:r1], targets, blank, log_norm,
                                        blank_lp, label_lp)
                 del logits
-        costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths)
+        costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths, delay_penalty)
         ctx.save_for_backward(enc, pred, weight, bias, targets, log_norm, g_blank, g_label, *plan[:4])
         ctx.opts = (blank, activation, plan.chunks, clamp, mm_dtype, tf32)
         return costs
@@ -214,7 +214,7 @@ class _FusedRNNTLoss(torch.autograd.Function):
                 grad_pred[:, :u1].index_add_(0, seqs, per_seq)
                 del dz
         return (grad_enc.view(enc.shape).to(enc.dtype), grad_pred.to(pred.dtype), grad_w.to(weight.dtype),
-                None if bias is None else grad_b.to(bias.dtype)) + (None,) * 10
+                None if bias is None else grad_b.to(bias.dtype)) + (None,) * 11
 
 
 def _matmul_dtype(enc: torch.Tensor) -> torch.dtype:
@@ -230,16 +230,18 @@ def fused_rnnt_loss(enc: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor,
                     targets: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor, *,
                     blank: int = 0, reduction: str = "mean", activation: str = "tanh",
                     chunk_size: int | None = None, clamp: float = -1, zero_infinity: bool = False,
-                    allow_tf32: bool = True, host_lengths=None) -> torch.Tensor:
+                    allow_tf32: bool = True, host_lengths=None, delay_penalty: float = 0.0) -> torch.Tensor:
     """Joint network + RNN-T loss in one operation, never holding the (B, T, U+1, V) logits.
 
     Equal in value and in the gradients of ``enc``, ``pred``, ``weight`` and ``bias`` to
     ``rnnt_loss(F.linear(act(enc[:, :, None] + pred[:, None]), weight, bias), targets, logit_lengths,
-    target_lengths, blank=blank, reduction=reduction, clamp=clamp)``.
+    target_lengths, blank=blank, reduction=reduction, clamp=clamp, delay_penalty=delay_penalty)``.
 
     Args:
         enc: (B, T, H) encoder projection; pred: (B, U+1, H) predictor projection; weight: (V, H); bias: (V,) or None.
-        targets, logit_lengths, target_lengths, blank, reduction, clamp, zero_infinity: as in ``rnnt_loss``.
+        targets, logit_lengths, target_lengths, blank, reduction, clamp, zero_infinity, delay_penalty: as in
+            ``rnnt_loss`` (the delay penalty shifts the (B, T, U+1) label log-probs in place before the lattice: no
+            extra memory, and backward is unchanged).
         activation: "tanh" or "relu".
         chunk_size: (b, t) rows per chunk (each row is up to U+1 joint vectors). Rows of all sequences are packed
             together, so a chunk may span several sequences. None picks a size that keeps one chunk's temporaries
@@ -282,6 +284,8 @@ def fused_rnnt_loss(enc: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor,
         targets, logit_lengths, target_lengths, B=B, T=T, U1=U1, V=V, blank=blank, device=enc.device,
         host_lengths=host_lengths)
     rows = _rows_per_chunk(chunk_size, enc.device, U1, V, H)
+    delay_penalty = dispatch.check_delay_penalty(delay_penalty)
     costs = _FusedRNNTLoss.apply(enc, pred, weight, bias, targets, logit_lengths, target_lengths, host_lengths,
-                                 blank, activation, rows, float(clamp), _matmul_dtype(enc), bool(allow_tf32))  # (B,)
+                                 blank, activation, rows, float(clamp), _matmul_dtype(enc), bool(allow_tf32),
+                                 delay_penalty)  # (B,)
     return reduce_costs(costs, reduction, zero_infinity)

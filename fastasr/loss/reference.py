@@ -12,7 +12,10 @@ _FILL = -1e30  # "impossible" as a large finite number: keeps autograd free of (
 
 def rnnt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
                         target_lengths: torch.Tensor, blank: int = -1, reduction: str = "mean",
-                        fused_log_softmax: bool = True) -> torch.Tensor:
+                        fused_log_softmax: bool = True, delay_penalty: float = 0.0) -> torch.Tensor:
+    """-log P(targets | logits), reduced as ``reduction`` says. ``delay_penalty`` adds delay_penalty *
+    ((T_b - 1) / 2 - t) to the log-prob of every label emitted at frame t (k2's delay penalty), as
+    ``fastasr.loss.rnnt_loss`` defines it."""
     B, T, U1, V = logits.shape
     blank = blank % V
     dev = logits.device
@@ -21,6 +24,10 @@ def rnnt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengt
     tgt = targets.long().clamp(0, V - 1)  # (B, U): padding may hold anything
     label_lp = lp[:, :, :-1].gather(-1, tgt[:, None, :, None].expand(B, T, U1 - 1, 1))[..., 0]  # (B, T, U)
     label_lp = torch.cat([label_lp, torch.full_like(blank_lp[..., :1], _FILL)], dim=-1)  # (B, T, U+1)
+    tl, ul = logit_lengths.long(), target_lengths.long()
+    if delay_penalty:
+        frame = torch.arange(T, device=dev, dtype=lp.dtype)[None, :]  # (1, T)
+        label_lp = label_lp + (delay_penalty * ((tl[:, None] - 1) / 2 - frame))[:, :, None]  # (B, T, U+1)
 
     N = T + U1 - 1  # number of anti-diagonals
     u = torch.arange(U1, device=dev)[None, :]  # (1, U+1)
@@ -42,7 +49,6 @@ def rnnt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, logit_lengt
     alphas = torch.stack(alphas, dim=1)  # (B, N, U+1)
 
     b = torch.arange(B, device=dev)
-    tl, ul = logit_lengths.long(), target_lengths.long()
     log_p = alphas[b, tl - 1 + ul, ul] + blank_lp[b, tl - 1, ul]  # (B,)
     costs = -log_p
     if reduction == "none":

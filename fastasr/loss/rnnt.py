@@ -12,11 +12,11 @@ class _RNNTLoss(torch.autograd.Function):
     (B, T, U+1) lattice quantities are kept and backward recomputes the softmax."""
 
     @staticmethod
-    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused_log_softmax):
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused_log_softmax, delay_penalty):
         x = logits.to(dispatch.compute_dtype(logits.dtype)).contiguous()  # (B, T, U+1, V)
         log_norm, blank_lp, label_lp, probs = dispatch.gather_log_probs(
             x, targets, logit_lengths, target_lengths, blank, fused_log_softmax, store_probs=True)
-        costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths)
+        costs, g_blank, g_label = dispatch.lattice(blank_lp, label_lp, logit_lengths, target_lengths, delay_penalty)
         ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, log_norm, g_blank, g_label)
         ctx.probs = probs  # (B, T, U+1, V) or None; consumed by the first backward
         ctx.opts = (blank, clamp, fused_log_softmax)
@@ -34,7 +34,7 @@ class _RNNTLoss(torch.autograd.Function):
         scale = grad_costs.to(x.dtype).contiguous()  # (B,)
         grad = dispatch.logits_grad(x, log_norm, probs, targets, logit_lengths, target_lengths, g_blank, g_label,
                                     scale, blank, fused_log_softmax, clamp, in_place=True)  # (B, T, U+1, V)
-        return grad.to(logits.dtype), None, None, None, None, None, None
+        return grad.to(logits.dtype), None, None, None, None, None, None, None
 
 
 def reduce_costs(costs: torch.Tensor, reduction: str, zero_infinity: bool) -> torch.Tensor:
@@ -54,7 +54,8 @@ def check_reduction(reduction: str) -> None:
 
 def rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
               target_lengths: torch.Tensor, blank: int = -1, clamp: float = -1, reduction: str = "mean",
-              fused_log_softmax: bool = True, *, zero_infinity: bool = False) -> torch.Tensor:
+              fused_log_softmax: bool = True, *, zero_infinity: bool = False,
+              delay_penalty: float = 0.0) -> torch.Tensor:
     """RNN-Transducer loss (Graves 2012), the signature and semantics of ``torchaudio.functional.rnnt_loss``.
 
     Args:
@@ -69,6 +70,11 @@ def rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.
             log-probabilities, and the gradient is the gradient with respect to them (non-zero only at the blank
             and at the next label of each node).
         zero_infinity: (keyword, not in torchaudio) report impossible sequences' cost as 0 instead of +inf.
+        delay_penalty: (keyword, not in torchaudio) k2's / icefall's delay penalty: each label emitted at frame t
+            scores delay_penalty * ((T_b - 1) / 2 - t) more, so the cost is
+            -log sum_alignments p(alignment) * exp(delay_penalty * sum_i ((T_b - 1) / 2 - t_i)), t_i the frames
+            where the alignment emits labels; its value and gradient are exact. > 0 pulls emissions earlier
+            (< 0 pushes them later); 0, the default, is the plain loss, bit for bit.
 
     Arithmetic is float32 for float16/bfloat16/float32 inputs and float64 for float64; the gradient has the
     input's dtype. Defined edge cases: U = 0 (blank-only alignment), T = 1, padding beyond the lengths (gradient
@@ -81,6 +87,7 @@ def rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.
     B, T, U1, V = logits.shape
     targets, logit_lengths, target_lengths, blank, _ = dispatch.check_lattice_inputs(
         targets, logit_lengths, target_lengths, B=B, T=T, U1=U1, V=V, blank=blank, device=logits.device)
+    delay_penalty = dispatch.check_delay_penalty(delay_penalty)
     costs = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, float(clamp),
-                            bool(fused_log_softmax))  # (B,)
+                            bool(fused_log_softmax), delay_penalty)  # (B,)
     return reduce_costs(costs, reduction, zero_infinity)

@@ -109,7 +109,8 @@ def model_config(d: object, path) -> ModelConfig:
             raise UserError(f"{path}: unknown model setting {name!r} (a checkpoint of another fastasr version?); "
                             f"this one knows {', '.join(kinds)}")
         kind = kinds[name]
-        if not (isinstance(value, kind) or (kind is float and isinstance(value, int))) or isinstance(value, bool):
+        if not (isinstance(value, kind) or (kind is float and isinstance(value, int))) or (
+                isinstance(value, bool) and kind is not bool):
             raise UserError(f"{path}: model setting {name}={value!r} is not a {kind.__name__}")
         top = MAX_SIZES.get(name)
         if top is not None and not 1 <= value <= top:
@@ -146,6 +147,11 @@ def _buildable(config: ModelConfig, path) -> int:
                         f"{config.n_heads}")
     if config.frontend not in FRONTENDS:
         raise UserError(f"{path}: model setting frontend={config.frontend!r} (fastasr knows {', '.join(FRONTENDS)})")
+    if config.streaming and (config.encoder != "conformer" or config.left_chunks < -1
+                             or ModelConfig.parse_chunk_frames(config.chunk_frames) is None):
+        raise UserError(f"{path}: model settings streaming=true, encoder={config.encoder!r}, chunk_frames="
+                        f"{config.chunk_frames!r}, left_chunks={config.left_chunks} (a streaming model is a conformer, "
+                        "chunk sizes >= 1 or -1, left_chunks >= -1)")
     if config.vocab_size < 2:
         raise UserError(f"{path}: model setting vocab_size={config.vocab_size}; a trained model has at least 2")
     return parameter_count(config)

@@ -39,6 +39,24 @@ class ModelConfig:
     # NeMo transducers (fastasr.model.fbank.KaldiFbank) on the raw waveform, which sherpa-onnx can run as exported.
     # A checkpoint written before the setting existed is "logmel".
     frontend: str = "logmel"
+    # Streaming (fastasr.model.streaming). streaming: the encoder sees no future beyond the chunk it is in (chunked
+    # self-attention, a causal depthwise convolution; the subsampling already reads nothing past its own window), so
+    # it can run chunk by chunk with caches. chunk_frames: encoder frames per chunk that dynamic chunk training draws
+    # from, uniformly per batch, -1 meaning full context (list -1 twice to train full context more often).
+    # left_chunks: chunks of left context each chunk attends to (-1: all). A checkpoint written before the settings
+    # existed is non-streaming.
+    streaming: bool = False
+    chunk_frames: str = "8,16,32,-1"
+    left_chunks: int = 4
+
+    @staticmethod
+    def parse_chunk_frames(text: str) -> tuple[int, ...] | None:
+        """model.chunk_frames ("8,16,32,-1") as chunk sizes; None when it is not a list of sizes >= 1 or -1."""
+        try:
+            sizes = tuple(int(s) for s in text.replace(" ", "").split(","))
+        except ValueError:
+            return None
+        return sizes if all(s >= 1 or s == -1 for s in sizes) else None
 
     def to_dict(self) -> dict:
         return asdict(self)

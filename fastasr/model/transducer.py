@@ -3,6 +3,8 @@
 The joiner is `act(enc_proj[:, :, None] + pred_proj[:, None]) -> Linear(H, V)` (DESIGN.md); training never builds
 that 4-D tensor but hands `enc_proj`, `pred_proj` and the output layer's weight and bias to `fused_rnnt_loss`.
 Padded frames are masked after every layer that mixes time, so a batched utterance encodes exactly as it does alone.
+The Conformer's pieces are fastasr.model.conformer's; a streaming model's chunk masks and cached chunk step are
+fastasr.model.streaming's.
 """
 
 from __future__ import annotations
@@ -11,142 +13,59 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from fastasr.model.conformer import ConformerBlock, ConvSubsampling, lengths_to_mask
 from fastasr.model.config import ModelConfig
+from fastasr.model.streaming import chunk_attention_mask, draw_chunk_frames
 
-
-def lengths_to_mask(lens: torch.Tensor, T: int) -> torch.Tensor:
-    return torch.arange(T, device=lens.device)[None, :] < lens[:, None]  # (B, T) True where valid
-
-
-class ConvSubsampling(nn.Module):
-    """log2(factor) stride-2 3×3 Conv2d layers (padding 1): T → ceil(T / 2) per layer, exactly."""
-
-    def __init__(self, n_mels: int, channels: int, d_model: int, factor: int):
-        super().__init__()
-        assert factor in (2, 4, 8), f"subsampling factor must be 2, 4 or 8, got {factor}"
-        self.n_layers = int(math.log2(factor))
-        self.convs = nn.ModuleList(
-            nn.Conv2d(1 if i == 0 else channels, channels, 3, stride=2, padding=1) for i in range(self.n_layers))
-        f = n_mels
-        for _ in range(self.n_layers):
-            f = (f - 1) // 2 + 1
-        self.out = nn.Linear(channels * f, d_model)
-
-    @staticmethod
-    def output_lengths(lens: torch.Tensor, n_layers: int) -> torch.Tensor:
-        for _ in range(n_layers):
-            lens = torch.div(lens - 1, 2, rounding_mode="floor") + 1
-        return lens
-
-    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x[:, None]  # (B, 1, T, F)
-        for conv in self.convs:
-            x = F.relu(conv(x))  # (B, C, T', F')
-            lens = self.output_lengths(lens, 1)
-            # ReLU(bias) in padded frames would leak into the next layer's valid edge frames.
-            x = x * lengths_to_mask(lens, x.shape[2])[:, None, :, None]
-        B, C, T, Fq = x.shape
-        x = self.out(x.transpose(1, 2).reshape(B, T, C * Fq))  # (B, T', D)
-        return x, lens
-
-
-def rotary(x: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding over the last dim of (B, heads, T, d_head): relative positions, no table."""
-    T, d = x.shape[-2], x.shape[-1]
-    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    ang = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv[None]  # (T, d/2)
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, d: int, mult: int, dropout: float):
-        super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d * mult), nn.SiLU(), nn.Dropout(dropout),
-                                 nn.Linear(d * mult, d), nn.Dropout(dropout))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float):
-        super().__init__()
-        assert d % heads == 0, f"d_model {d} not divisible by heads {heads}"
-        self.heads, self.dropout = heads, dropout
-        self.norm = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.out = nn.Linear(d, d)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q), rotary(k)  # (B, h, T, dh)
-        attn_mask = mask[:, None, None, :]  # (B, 1, 1, T) keys that exist
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.drop(self.out(y.transpose(1, 2).reshape(B, T, D)))
-
-
-class ConvModule(nn.Module):
-    """Pointwise → GLU → depthwise → LayerNorm (not BatchNorm: padding-safe, no DDP sync) → SiLU → pointwise."""
-
-    def __init__(self, d: int, kernel: int, dropout: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.pw1 = nn.Conv1d(d, 2 * d, 1)
-        self.dw = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
-        self.norm2 = nn.LayerNorm(d)
-        self.pw2 = nn.Conv1d(d, d, 1)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        y = F.glu(self.pw1(self.norm(x).transpose(1, 2)), dim=1)  # (B, D, T)
-        y = self.dw(y * mask[:, None, :])
-        y = F.silu(self.norm2(y.transpose(1, 2))).transpose(1, 2)
-        return self.drop(self.pw2(y).transpose(1, 2))
-
-
-class ConformerBlock(nn.Module):
-    def __init__(self, c: ModelConfig):
-        super().__init__()
-        self.ff1 = FeedForward(c.d_model, c.ff_mult, c.dropout)
-        self.attn = SelfAttention(c.d_model, c.n_heads, c.dropout)
-        self.conv = ConvModule(c.d_model, c.conv_kernel, c.dropout)
-        self.ff2 = FeedForward(c.d_model, c.ff_mult, c.dropout)
-        self.norm = nn.LayerNorm(c.d_model)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + 0.5 * self.ff1(x)
-        x = x + self.attn(x, mask)
-        x = x + self.conv(x, mask)
-        x = x + 0.5 * self.ff2(x)
-        return self.norm(x) * mask[..., None]
+__all__ = ["ConvSubsampling", "Encoder", "Joiner", "Predictor", "Transducer", "count_parameters", "lengths_to_mask",
+           "log_mel", "parameter_count", "waveform_of"]
 
 
 class Encoder(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
-        self.kind = c.encoder
-        self.subsampling = ConvSubsampling(c.n_mels, c.subsampling_channels, c.d_model, c.subsampling)
+        self.kind, self.streaming = c.encoder, c.streaming
+        self.subsampling = ConvSubsampling(c.n_mels, c.subsampling_channels, c.d_model, c.subsampling,
+                                           streaming=c.streaming)
         if c.encoder == "conformer":
             self.layers = nn.ModuleList(ConformerBlock(c) for _ in range(c.n_layers))
         elif c.encoder == "lstm":
+            if c.streaming:
+                raise ValueError("a streaming model needs encoder 'conformer' (the BiLSTM reads the whole utterance)")
             self.lstm = nn.LSTM(c.d_model, c.d_model // 2, num_layers=c.n_layers, batch_first=True,
                                 bidirectional=True, dropout=c.dropout if c.n_layers > 1 else 0.0)
         else:
             raise ValueError(f"unknown encoder {c.encoder!r}; use 'conformer' or 'lstm'")
+        if c.streaming:
+            self.chunk_sizes, self.left_chunks = ModelConfig.parse_chunk_frames(c.chunk_frames), c.left_chunks
+            if self.chunk_sizes is None or c.left_chunks < -1:
+                raise ValueError(f"streaming settings chunk_frames={c.chunk_frames!r}, left_chunks={c.left_chunks}: "
+                                 "want sizes >= 1 or -1, and left_chunks >= -1")
 
-    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk_frames: int | None = None,
+                left_chunks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """chunk_frames: a streaming model's encoder frames per attention chunk (None or -1: full context); in
+        training mode with None it draws one per batch from model.chunk_frames. left_chunks: chunks of left context
+        (-1: all; None: model.left_chunks). A non-streaming model takes neither."""
+        if not self.streaming and (chunk_frames not in (None, -1) or left_chunks is not None):
+            raise ValueError(f"chunk_frames={chunk_frames}, left_chunks={left_chunks} need a streaming model "
+                             "(model.streaming=true); this one sees the whole utterance")
+        if (chunk_frames is not None and chunk_frames < 1 and chunk_frames != -1) or (
+                left_chunks is not None and left_chunks < -1):
+            raise ValueError(f"chunk_frames={chunk_frames}, left_chunks={left_chunks}: want a chunk of >= 1 frames "
+                             "or -1 (full context), and left_chunks >= -1")
         x, lens = self.subsampling(feats, feat_lens)  # (B, T', D)
         mask = lengths_to_mask(lens, x.shape[1])
         if self.kind == "conformer":
+            attn_mask = None
+            if self.streaming:
+                if chunk_frames is None and self.training:
+                    chunk_frames = draw_chunk_frames(self.chunk_sizes)
+                left = self.left_chunks if left_chunks is None else left_chunks
+                attn_mask = chunk_attention_mask(mask, chunk_frames, left)  # (B, 1, T', T')
             for layer in self.layers:
-                x = layer(x, mask)
+                x = layer(x, mask, attn_mask)
         else:
             packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
             x, _ = self.lstm(packed)
@@ -192,9 +111,11 @@ class Transducer(nn.Module):
         self.predictor = Predictor(c)
         self.joiner = Joiner(c)
 
-    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (B, T, F) → projected encoder output (B, T', H) for the joiner and exact lengths (B,)."""
-        enc, lens = self.encoder(feats, feat_lens)
+    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk_frames: int | None = None,
+               left_chunks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, T, F) → projected encoder output (B, T', H) for the joiner and exact lengths (B,);
+        chunk_frames, left_chunks: a streaming model's attention chunks (Encoder.forward)."""
+        enc, lens = self.encoder(feats, feat_lens, chunk_frames, left_chunks)
         return self.joiner.enc_proj(enc), lens
 
     def predict(self, tokens: torch.Tensor, state=None):
@@ -207,7 +128,8 @@ class Transducer(nn.Module):
         sub = self.encoder.subsampling
         return sub.output_lengths(feat_lens, sub.n_layers)
 
-    def forward(self, feats, feat_lens, tokens, token_lens, host_lengths=None) -> torch.Tensor:
+    def forward(self, feats, feat_lens, tokens, token_lens, host_lengths=None,
+                delay_penalty: float = 0.0) -> torch.Tensor:
         """Mean RNN-T loss per utterance. The joint + loss run fused: under autocast the joint's GEMMs take
         autocast's dtype (bf16 on the tensor cores), while log-softmax, the lattice and the gradient sums stay
         float32.
@@ -215,6 +137,7 @@ class Transducer(nn.Module):
         host_lengths: (encoded_lengths(feat_lens), token_lens) computed on the CPU from the CPU batch, which spares
         the loss its one device-to-host copy (the step then never waits for the GPU). The loss lives in forward
         (not a side method) so DistributedDataParallel's forward hook sees the call.
+        delay_penalty: k2's delay penalty (``fastasr.loss.rnnt_loss``); 0 is the plain loss.
         """
         from fastasr.loss import fused_rnnt_loss
 
@@ -223,7 +146,8 @@ class Transducer(nn.Module):
         pred, _ = self.predict(torch.cat([start, tokens], dim=1))  # (B, U+1, H)
         out = self.joiner.out
         return fused_rnnt_loss(enc, pred, out.weight, out.bias, tokens, enc_lens, token_lens, blank=self.blank,
-                               reduction="mean", activation="tanh", host_lengths=host_lengths)
+                               reduction="mean", activation="tanh", host_lengths=host_lengths,
+                               delay_penalty=delay_penalty)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -239,7 +163,8 @@ def _lstm_parameters(inputs: int, hidden: int, layers: int, directions: int = 1)
 def parameter_count(c: ModelConfig) -> int:
     """count_parameters(Transducer(c)) from the settings alone, without allocating: a checkpoint's weights are
     checked against it before its model is built, so a file of a few bytes cannot make a reader build a huge model
-    (tests/model/test_transducer.py holds it equal to the built model's count)."""
+    (tests/model/test_transducer.py holds it equal to the built model's count). Streaming adds no weights: the causal
+    convolution has the centred one's kernel, the norms stay LayerNorm."""
     d, linear = c.d_model, (lambda i, o: i * o + o)
     channels, freqs, convs = c.subsampling_channels, c.n_mels, int(math.log2(c.subsampling))
     n = 0

@@ -56,6 +56,9 @@ class TrainConfig:
     # An exponential moving average of the weights, written as RUN/ema.pt beside last.pt (decay warmed up as
     # min(ema_decay, (1 + n) / (10 + n)) over the n kept steps; see step.EMA); 0: off.
     ema_decay: float = 0.0
+    # k2's delay penalty on the training loss (fastasr.loss.rnnt_loss's delay_penalty), per encoder frame: > 0 makes
+    # labels come out earlier (streaming models); 0: the plain RNN-T loss. Validation always scores the plain loss.
+    delay_penalty: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
@@ -214,6 +217,9 @@ RULES = {
     "model.conv_kernel": (lambda v: 0 < v <= MAX_SIZES["conv_kernel"] and v % 2 == 1,
                           f"an odd number in 1..{MAX_SIZES['conv_kernel']} (the convolution keeps the length)"),
     "model.dropout": (_fraction, "0 <= p < 1"),
+    "model.chunk_frames": (lambda v: ModelConfig.parse_chunk_frames(v) is not None,
+                           "comma-separated encoder frames per chunk, each >= 1 or -1 (full context), like 8,16,32,-1"),
+    "model.left_chunks": (lambda v: v >= -1, ">= 0 chunks of left context, or -1 (all)"),
     "optim.lr": (_non_negative, ">= 0 (0 leaves the weights as they are: a check of --init-from)"),
     "optim.weight_decay": (_non_negative, ">= 0"),
     "optim.beta1": (_fraction, "0 <= beta < 1"),
@@ -236,6 +242,7 @@ RULES = {
     "train.threads": (_non_negative, ">= 0 (0: torch's default)"),
     "train.keep": (_non_negative, ">= 0 (0: last.pt only)"),
     "train.ema_decay": (_fraction, "0 <= d < 1 (0: no EMA of the weights; e.g. 0.999)"),
+    "train.delay_penalty": (_non_negative, ">= 0 (0: off; > 0 pulls label emissions to earlier frames)"),
     "train.dist_timeout_s": (_positive, "> 0 (seconds a collective waits for a peer)"),
 }
 
@@ -250,6 +257,9 @@ def check(config: Config) -> Config:
     m = config.model
     if m.encoder == "conformer" and m.d_model % m.n_heads:
         raise UserError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+    if m.streaming and m.encoder != "conformer":
+        raise UserError(f"model.streaming=true needs model.encoder=conformer (got {m.encoder}): the LSTM encoder is "
+                        "bidirectional")
     return config
 
 

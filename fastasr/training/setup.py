@@ -187,7 +187,7 @@ def step_parts(s: Session) -> StepParts:
     augment = SpecAugment(freq_masks=c.data.freq_masks, freq_width=c.data.freq_width, time_masks=c.data.time_masks,
                           time_width=c.data.time_width).to(d.device)
     return StepParts(ddp, s.model, s.optimizer, log_mel(c.model).to(d.device), augment, amp, c.optim.grad_clip,
-                     d.world, d.device, s.ema)
+                     d.world, d.device, s.ema, c.train.delay_penalty)
 
 
 def train_loader(data: str, s: Session, resumed: dict, reach: Reach | None = None):

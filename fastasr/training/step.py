@@ -113,6 +113,7 @@ class StepParts:
     world: int
     device: torch.device
     ema: EMA | None = None  # train.ema_decay > 0: updated after the optimiser step, cancelled by the same flag
+    delay_penalty: float = 0.0  # train.delay_penalty: the training loss's, never validation's
 
 
 def train_step(p: StepParts, batches: list[Batch], lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,7 +138,8 @@ def train_step(p: StepParts, batches: list[Batch], lr: float) -> tuple[torch.Ten
         host_lengths = (p.model.encoded_lengths(p.frontend.output_lengths(cpu.audio_lens)), cpu.token_lens)
         sync = i == len(batches) - 1 or p.world == 1
         with (nullcontext() if sync else p.net.no_sync()), p.amp:
-            part = p.net(feats, feat_lens, batch.tokens, batch.token_lens, host_lengths=host_lengths)
+            part = p.net(feats, feat_lens, batch.tokens, batch.token_lens, host_lengths=host_lengths,
+                         delay_penalty=p.delay_penalty)
             part = part * (len(cpu) / total)
         part.backward()
         loss = loss + part.detach().float()  # a non-finite micro-batch leaves the step's loss non-finite

@@ -88,3 +88,13 @@ def test_model_sizes_no_machine_could_hold_are_one_line_naming_the_range(capsys)
     at_top = preset("tiny", [*(f"model.{n}={MAX_SIZES[n]}" for n in SIZES if n not in ("n_heads",)),
                              "model.n_heads=256"])
     assert at_top.model.d_model == 8192 and at_top.model.conv_kernel == 1023
+
+
+def test_streaming_needs_a_conformer_and_delay_penalty_is_checked():
+    from fastasr.errors import UserError
+
+    with pytest.raises(UserError, match="model.streaming=true needs model.encoder=conformer"):
+        preset("tiny", ["model.streaming=true", "model.encoder=lstm"])
+    with pytest.raises(UserError, match="train.delay_penalty=-1.0: wants >= 0"):
+        preset("tiny", ["train.delay_penalty=-1"])
+    assert preset("tiny", ["train.delay_penalty=0.005"]).train.delay_penalty == 0.005

@@ -69,3 +69,25 @@ def test_a_non_finite_micro_batch_skips_the_whole_step(whole):
     for name, w in model.state_dict().items():
         assert torch.equal(w, before[name]), name
     assert all(float(s["step"]) == 0 for s in parts.optimizer.state_dict()["state"].values())
+
+
+def test_the_delay_penalty_reaches_the_loss(whole):
+    """train.delay_penalty: the step's loss is the fused loss with k2's delay penalty, computed here directly."""
+    from dataclasses import replace
+
+    from fastasr.loss import fused_rnnt_loss
+
+    model = tiny_model().double().train()
+    torch.manual_seed(0)
+    plain, _, _ = train_step(replace(parts_for(copy.deepcopy(model)), delay_penalty=0.0), [whole], lr=0.0)
+    penalised, _, _ = train_step(replace(parts_for(copy.deepcopy(model)), delay_penalty=0.5), [whole], lr=0.0)
+    feats, feat_lens = log_mel(model.config).double()(whole.audio, whole.audio_lens)
+    model.eval()  # dropout off for the direct computation; the tiny model's dropout is 0 anyway
+    enc, enc_lens = model.encode(feats, feat_lens)
+    start = torch.full((whole.tokens.shape[0], 1), model.blank, dtype=whole.tokens.dtype)
+    pred, _ = model.predict(torch.cat([start, whole.tokens], dim=1))
+    out = model.joiner.out
+    want = fused_rnnt_loss(enc, pred, out.weight, out.bias, whole.tokens, enc_lens, whole.token_lens,
+                           blank=model.blank, reduction="mean", activation="tanh", delay_penalty=0.5)
+    assert float(penalised) == pytest.approx(float(want), rel=1e-6)  # the step reports its loss in float32
+    assert float(penalised) != pytest.approx(float(plain), rel=1e-3)
