@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from fastasr.errors import UserError
-from fastasr.model.config import FRONTENDS, MAX_SIZES, ModelConfig
+from fastasr.model.config import FRONTENDS, LEGACY_FRONTEND, MAX_SIZES, ModelConfig
 from fastasr.model.transducer import Transducer, parameter_count
 from fastasr.text.tokenizer import AnyTokenizer, tokenizer_of
 
@@ -127,7 +127,10 @@ def check(ckpt: object, path) -> ModelConfig:
                                                                                                    dict):
         raise UserError(f"{path}: not a fastasr checkpoint (it has no config and model weights); expected a file "
                         "written by `fastasr train` or `fastasr average`")
-    config = model_config(ckpt["config"].get("model"), path)
+    settings = ckpt["config"].get("model")
+    if isinstance(settings, dict) and "frontend" not in settings:  # written before the setting: fastasr's log-mel
+        ckpt["config"]["model"] = settings = {**settings, "frontend": LEGACY_FRONTEND}
+    config = model_config(settings, path)
     weights = ckpt["model"]
     if not all(isinstance(t, torch.Tensor) for t in weights.values()):
         raise UserError(f"{path}: its model weights are not all tensors")

@@ -75,3 +75,21 @@ def test_eval_runs_on_a_kaldi_checkpoint(run, tmp_path):
 def test_an_unknown_front_end_is_one_line_naming_the_choices():
     with pytest.raises(UserError, match="model.frontend.*logmel or kaldi"):
         preset("tiny", ["model.frontend=mfcc"])
+
+
+def test_a_checkpoint_from_before_the_setting_is_logmel(run, tmp_path):
+    """kaldi is the default for new models; a checkpoint whose model settings have no `frontend` was trained on
+    fastasr's log-mel, and every reader (load_model, --resume / --init-from's saved settings) says so."""
+    from fastasr.model.checkpoint import load
+    from fastasr.model.features import LogMel
+    from fastasr.training.checkpoints import save_atomic
+
+    assert preset("tiny").model.frontend == "kaldi"
+    _, run = run
+    ckpt = load(run / "last.pt")
+    del ckpt["config"]["model"]["frontend"]
+    old = tmp_path / "old.pt"
+    save_atomic(ckpt, old)
+    _, _, config = load_model(old)
+    assert config.frontend == "logmel" and isinstance(log_mel(config), LogMel)
+    assert load(old)["config"]["model"]["frontend"] == "logmel"
