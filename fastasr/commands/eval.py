@@ -19,6 +19,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-seconds", type=positive_float, default=200.0, metavar="S", help="padded seconds per batch")
     p.add_argument("--workers", type=non_negative_int, default=1, metavar="N", help="loader worker processes")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="score only the first N utterances")
+    p.add_argument("--chunk-ms", type=positive_float, default=None, metavar="MS",
+                   help="a streaming model (model.streaming=true) in simulated streaming: attention chunks of MS "
+                        "milliseconds (a multiple of its encoder frame, 10 ms x subsampling) with its left context; "
+                        "the text its cached chunk-by-chunk encoder gives. Default: full context")
     add_reach_flags(p)
 
 
@@ -45,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     m = evaluate(args.checkpoint, args.data, args.split, args.out, beam=args.beam, device=args.device,
                  max_batch_seconds=args.max_batch_seconds, num_workers=args.workers, limit=args.limit,
-                 allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths)
-    print(f"{args.split}: {m['utterances']} utterances, {m['reference_words']} words")
+                 allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths, chunk_ms=args.chunk_ms)
+    chunks = f", {args.chunk_ms:g}-ms chunks" if args.chunk_ms else ""
+    print(f"{args.split}: {m['utterances']} utterances, {m['reference_words']} words{chunks}")
     print(f"WER      {m['wer']:.2%}")
     print(f"CER      {m['cer']:.2%}")
     print(f"accuracy {m['accuracy']:.2%}  (word hits / reference words)")

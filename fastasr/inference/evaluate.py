@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from fastasr.errors import UserError
 from fastasr.model.checkpoint import load_model, pick_device
 from fastasr.model.decode import transcribe_loader
 from fastasr.text.scoring import score, utterance_errors
@@ -21,27 +22,47 @@ def write_tsv(rows: list[tuple[str, str, str]], path: str | os.PathLike) -> None
             w.writerow([key, ref, hyp, utterance_errors(ref, hyp)])
 
 
+FRAME_MS = 10  # the front ends' hop: one feature frame per 10 ms
+
+
+def chunk_frames_of(config, chunk_ms: float, checkpoint) -> int:
+    """Encoder frames per chunk for `chunk_ms` milliseconds (a whole number of subsampled frames); UserError for a
+    model that was not trained to stream or a duration that is not a multiple of its frame."""
+    frame = FRAME_MS * config.subsampling
+    if not getattr(config, "streaming", False):
+        raise UserError(f"--chunk-ms {chunk_ms:g}: {checkpoint} is not a streaming model (train one with "
+                        "model.streaming=true); it sees the whole utterance")
+    if chunk_ms <= 0 or chunk_ms % frame:
+        raise UserError(f"--chunk-ms {chunk_ms:g}: must be a positive multiple of {frame} ms, the model's encoder "
+                        f"frame ({FRAME_MS} ms x subsampling {config.subsampling})")
+    return int(chunk_ms // frame)
+
+
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
              out: str | os.PathLike | None = None, *, beam: int = 1, device: str = "auto",
              max_batch_seconds: float = 200.0, num_workers: int = 1, limit: int | None = None,
-             allow_pipe: bool = False, allow_foreign_paths: bool = False) -> dict:
+             allow_pipe: bool = False, allow_foreign_paths: bool = False, chunk_ms: float | None = None) -> dict:
     """Decode a split with a checkpoint; returns the metrics and, with `out`, writes metrics.json + utterances.tsv.
-    allow_pipe, allow_foreign_paths: build_loader's opt-ins for an index read from a URL."""
+    allow_pipe, allow_foreign_paths: build_loader's opt-ins for an index read from a URL. chunk_ms: simulated
+    streaming of a model.streaming=true model with attention chunks of that many milliseconds (chunk_frames_of)."""
     from fastasr.data import build_loader
     from fastasr.model.transducer import log_mel, waveform_of
 
     dev = pick_device(device)
     model, tokenizer, config = load_model(checkpoint, dev)
     frontend = log_mel(config).to(dev)
+    chunk_frames = None if chunk_ms is None else chunk_frames_of(config, chunk_ms, checkpoint)
     # The loader's tokens go unused (references are the texts), so it keeps the data's own character tokens: an
     # utterance the model's tokenizer could not encode is still scored, not skipped.
     loader = build_loader(data, split, max_batch_seconds=max_batch_seconds, num_workers=num_workers,
                           shuffle=False, infinite=False, rank=0, world_size=1, allow_pipe=allow_pipe,
                           allow_foreign_paths=allow_foreign_paths, waveform=waveform_of(config))
-    rows = list(transcribe_loader(model, tokenizer, frontend, loader, dev, beam=beam, limit=limit))
+    rows = list(transcribe_loader(model, tokenizer, frontend, loader, dev, beam=beam, limit=limit,
+                                  chunk_frames=chunk_frames))
     rows.sort()
     metrics = score([r for _, r, _ in rows], [h for _, _, h in rows])
-    metrics.update(split=split, beam=beam, checkpoint=str(checkpoint), tokenizer=tokenizer.describe())
+    metrics.update(split=split, beam=beam, checkpoint=str(checkpoint), tokenizer=tokenizer.describe(),
+                   chunk_ms=chunk_ms)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

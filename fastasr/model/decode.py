@@ -109,8 +109,10 @@ def decode(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor, *, beam
 
 @torch.no_grad()
 def transcribe_loader(model: Transducer, tokenizer: AnyTokenizer, frontend, batches, device, *, beam: int = 1,
-                      limit: int | None = None):
-    """(key, reference, hypothesis) for every utterance of `batches` (an iterable of Batch)."""
+                      limit: int | None = None, chunk_frames: int | None = None):
+    """(key, reference, hypothesis) for every utterance of `batches` (an iterable of Batch). chunk_frames: a
+    streaming model's attention chunk in encoder frames (simulated streaming: the chunk-masked whole-utterance
+    forward, equal to the cached chunk step); None: full context."""
     was_training = model.training
     model.eval()
     seen = 0
@@ -118,7 +120,7 @@ def transcribe_loader(model: Transducer, tokenizer: AnyTokenizer, frontend, batc
         for batch in batches:
             batch = batch.to(device)
             feats, feat_lens = frontend(batch.audio, batch.audio_lens)
-            enc, enc_lens = model.encode(feats, feat_lens)
+            enc, enc_lens = model.encode(feats, feat_lens, chunk_frames)
             for key, ref, ids in zip(batch.keys, batch.texts, decode(model, enc, enc_lens, beam=beam)):
                 yield key, ref, tokenizer.decode(ids)
                 seen += 1
