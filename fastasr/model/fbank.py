@@ -22,12 +22,9 @@ import torch
 from torch import nn
 
 from fastasr.audio.fbank import FbankSettings, constants, frame_layout, num_frames, reflect_index
+from fastasr.model.features import audio_batch_dtype, valid_mask
 
 __all__ = ["KaldiFbank", "FbankSettings"]
-
-
-def _valid_mask(lens: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.arange(size, device=lens.device)[None, :] < lens[:, None]  # (B, size)
 
 
 class KaldiFbank(nn.Module):
@@ -83,12 +80,8 @@ class KaldiFbank(nn.Module):
         return pad[:, first:].unfold(1, self.win_length, self.hop_length)[:, :n_frames]  # (B, T, win)
 
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if audio.dim() != 2:
-            raise ValueError(f"audio must be (B, S), got shape {tuple(audio.shape)}")
-        if audio_lens.shape != audio.shape[:1]:
-            raise ValueError(f"audio_lens must be ({audio.shape[0]},), got {tuple(audio_lens.shape)}")
+        dtype = audio_batch_dtype(audio, audio_lens)
         device = audio.device
-        dtype = torch.float64 if audio.dtype == torch.float64 else torch.float32
         if audio_lens.device.type == "cpu" and audio_lens.numel():  # free here; on a GPU it would cost a sync
             if int(audio_lens.min()) < 0 or int(audio_lens.max()) > audio.shape[1]:
                 raise ValueError(f"audio_lens must be in [0, {audio.shape[1]}], got {audio_lens.tolist()}")
@@ -108,7 +101,7 @@ class KaldiFbank(nn.Module):
             spec = torch.fft.rfft(emph * window, n=s.n_fft)  # (B, T, F)
             mel = torch.matmul(torch.view_as_real(spec).pow(2).sum(-1), mel_fb)  # (B, T, n_mels)
             feats = (mel + s.log_eps).log() if s.log_guard == "add" else mel.clamp_min(s.log_eps).log()
-            valid = _valid_mask(feat_lens, n_frames).unsqueeze(-1)  # (B, T, 1)
+            valid = valid_mask(feat_lens, n_frames).unsqueeze(-1)  # (B, T, 1)
             feats = torch.where(valid, feats, 0.0)  # (B, T, n_mels), padding's NaN or inf gone
             if s.normalize:
                 count = feat_lens.clamp_min(1).to(dtype)[:, None, None]  # (B, 1, 1)

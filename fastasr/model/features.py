@@ -36,8 +36,18 @@ def feature_lengths(audio_lens: torch.Tensor, hop_length: int) -> torch.Tensor:
     return torch.div(audio_lens, hop_length, rounding_mode="floor").to(torch.int64) + 1
 
 
-def _valid_mask(lens: torch.Tensor, size: int) -> torch.Tensor:
+def valid_mask(lens: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lens.device)[None, :] < lens[:, None]  # (B, size)
+
+
+def audio_batch_dtype(audio: torch.Tensor, audio_lens: torch.Tensor) -> torch.dtype:
+    """The dtype a front end computes a padded (B, S) batch in (float64 for float64 input, tests and references;
+    float32 otherwise), after checking the shapes; ValueError naming them."""
+    if audio.dim() != 2:
+        raise ValueError(f"audio must be (B, S), got shape {tuple(audio.shape)}")
+    if audio_lens.shape != audio.shape[:1]:
+        raise ValueError(f"audio_lens must be ({audio.shape[0]},), got {tuple(audio_lens.shape)}")
+    return torch.float64 if audio.dtype == torch.float64 else torch.float32
 
 
 class LogMel(nn.Module):
@@ -91,16 +101,12 @@ class LogMel(nn.Module):
         return feature_lengths(audio_lens, self.hop_length)
 
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if audio.dim() != 2:
-            raise ValueError(f"audio must be (B, S), got shape {tuple(audio.shape)}")
-        if audio_lens.shape != audio.shape[:1]:
-            raise ValueError(f"audio_lens must be ({audio.shape[0]},), got {tuple(audio_lens.shape)}")
+        dtype = audio_batch_dtype(audio, audio_lens)
         device = audio.device
-        dtype = torch.float64 if audio.dtype == torch.float64 else torch.float32
         audio_lens = audio_lens.to(device=device, dtype=torch.int64)
         window, mel_fb = self._constants(device, dtype)
         with torch.autocast(device_type=device.type, enabled=False):
-            x = audio.to(dtype) * _valid_mask(audio_lens, audio.shape[1])  # (B, S), zeros past each length
+            x = audio.to(dtype) * valid_mask(audio_lens, audio.shape[1])  # (B, S), zeros past each length
             spec = torch.stft(
                 x,
                 n_fft=self.n_fft,
@@ -116,7 +122,7 @@ class LogMel(nn.Module):
             feats = mel.clamp_min(self.log_floor).log().transpose(1, 2)  # (B, T, n_mels)
 
             feat_lens = self.output_lengths(audio_lens)
-            valid = _valid_mask(feat_lens, feats.shape[1]).unsqueeze(-1)  # (B, T, 1)
+            valid = valid_mask(feat_lens, feats.shape[1]).unsqueeze(-1)  # (B, T, 1)
             if self.normalize:
                 n = feat_lens.clamp_min(1).to(dtype)[:, None, None]  # (B, 1, 1)
                 mean = (feats * valid).sum(1, keepdim=True) / n  # (B, 1, n_mels)
@@ -192,5 +198,5 @@ class SpecAugment(nn.Module):
                 tmax = lens.clamp(max=int(self.time_width))
             tmask = self._spans(t, tmax, lens, self.time_masks)  # (B, T)
             mask |= tmask[:, :, None]
-        mask &= _valid_mask(lens, t)[:, :, None]
+        mask &= valid_mask(lens, t)[:, :, None]
         return feats.masked_fill(mask, self.mask_value)
