@@ -161,6 +161,18 @@ def _log_mel(power: np.ndarray, fb: np.ndarray, s: FbankSettings) -> np.ndarray:
     return np.log(mel + s.log_eps) if s.log_guard == "add" else np.log(np.maximum(mel, s.log_eps))
 
 
+def frame_features(frames: np.ndarray, s: FbankSettings) -> np.ndarray:
+    """(T, win) raw frames, float64 → (T, n_mels) log-mel, float64, before any normalisation: each frame alone."""
+    window, fb = constants(s)
+    if s.remove_dc_offset:
+        frames = frames - frames.mean(axis=1, keepdims=True)
+    emph = np.empty_like(frames)  # (T, win)
+    emph[:, 1:] = frames[:, 1:] - s.preemphasis * frames[:, :-1]
+    emph[:, 0] = frames[:, 0] * (1.0 - s.preemphasis)
+    spec = np.fft.rfft(emph * window, n=s.n_fft, axis=-1)  # (T, F)
+    return _log_mel(spec.real ** 2 + spec.imag ** 2, fb, s)
+
+
 def kaldi_fbank(samples: np.ndarray, settings: FbankSettings) -> np.ndarray:
     """(S,) samples in [-1, 1] → ((S + hop // 2) // hop, n_mels) float32: what sherpa-onnx feeds a NeMo encoder."""
     s = settings
@@ -170,19 +182,12 @@ def kaldi_fbank(samples: np.ndarray, settings: FbankSettings) -> np.ndarray:
     t = num_frames(x.size, s.hop_length)
     if t == 0:
         return np.zeros((0, s.n_mels), np.float32)
-    window, fb = constants(s)
     left, right, first = frame_layout(s.win_length, s.hop_length)
     n = x.size
     padded = np.concatenate([x[reflect_index(np.arange(-left, 0), n)], x,
                              x[reflect_index(np.arange(n, n + right), n)]])  # (left + S + right,)
     frames = sliding_window_view(padded[first:], s.win_length)[::s.hop_length][:t]  # (T, win)
-    if s.remove_dc_offset:
-        frames = frames - frames.mean(axis=1, keepdims=True)
-    emph = np.empty_like(frames)  # (T, win)
-    emph[:, 1:] = frames[:, 1:] - s.preemphasis * frames[:, :-1]
-    emph[:, 0] = frames[:, 0] * (1.0 - s.preemphasis)
-    spec = np.fft.rfft(emph * window, n=s.n_fft, axis=-1)  # (T, F)
-    feats = _log_mel(spec.real ** 2 + spec.imag ** 2, fb, s)  # (T, n_mels)
+    feats = frame_features(frames, s)  # (T, n_mels)
     if s.normalize:
         feats = (feats - feats.mean(0)) / (feats.std(0) + s.norm_eps)
     return feats.astype(np.float32)

@@ -150,11 +150,12 @@ def _buildable(config: ModelConfig, path) -> int:
                         f"{config.n_heads}")
     if config.frontend not in FRONTENDS:
         raise UserError(f"{path}: model setting frontend={config.frontend!r} (fastasr knows {', '.join(FRONTENDS)})")
-    if config.streaming and (config.encoder != "conformer" or config.left_chunks < -1
+    if config.streaming and (config.encoder != "conformer" or config.frontend != "kaldi" or config.left_chunks < -1
                              or ModelConfig.parse_chunk_frames(config.chunk_frames) is None):
         raise UserError(f"{path}: model settings streaming=true, encoder={config.encoder!r}, chunk_frames="
-                        f"{config.chunk_frames!r}, left_chunks={config.left_chunks} (a streaming model is a conformer, "
-                        "chunk sizes >= 1 or -1, left_chunks >= -1)")
+                        f"{config.chunk_frames!r}, left_chunks={config.left_chunks}, frontend={config.frontend!r} "
+                        "(a streaming model is a conformer on the kaldi front end, chunk sizes >= 1 or -1, "
+                        "left_chunks >= -1)")
     if config.vocab_size < 2:
         raise UserError(f"{path}: model setting vocab_size={config.vocab_size}; a trained model has at least 2")
     return parameter_count(config)

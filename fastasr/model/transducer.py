@@ -190,7 +190,9 @@ def log_mel(c: ModelConfig):
     if c.frontend == "kaldi":
         from fastasr.model.fbank import KaldiFbank
 
-        return KaldiFbank(n_mels=c.n_mels)
+        # A streaming model's features cannot be normalised per utterance (that reads the whole of it): its frames
+        # depend on their own samples only (fastasr.audio.fbank_stream; sherpa-onnx's normalize_type "NA").
+        return KaldiFbank(n_mels=c.n_mels, normalize=not c.streaming)
     from fastasr.model.features import LogMel
 
     return LogMel(n_mels=c.n_mels)

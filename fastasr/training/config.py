@@ -257,6 +257,9 @@ def check(config: Config) -> Config:
     m = config.model
     if m.encoder == "conformer" and m.d_model % m.n_heads:
         raise UserError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+    if m.streaming and m.frontend != "kaldi":
+        raise UserError(f"model.streaming=true needs model.frontend=kaldi (got {m.frontend}): fastasr's log-mel "
+                        "normalises over the whole utterance, the kaldi front end of a streaming model does not")
     if m.streaming and m.encoder != "conformer":
         raise UserError(f"model.streaming=true needs model.encoder=conformer (got {m.encoder}): the LSTM encoder is "
                         "bidirectional")

@@ -98,3 +98,10 @@ def test_streaming_needs_a_conformer_and_delay_penalty_is_checked():
     with pytest.raises(UserError, match="train.delay_penalty=-1.0: wants >= 0"):
         preset("tiny", ["train.delay_penalty=-1"])
     assert preset("tiny", ["train.delay_penalty=0.005"]).train.delay_penalty == 0.005
+
+
+def test_streaming_needs_the_kaldi_front_end():
+    from fastasr.errors import UserError
+
+    with pytest.raises(UserError, match="model.streaming=true needs model.frontend=kaldi"):
+        preset("tiny", ["model.streaming=true", "model.frontend=logmel"])
