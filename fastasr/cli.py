@@ -4,7 +4,8 @@ Each command module defines `configure(parser)` and `run(args) -> int`, calling 
 call too. Here, for every command alike: `--version`, `--debug` and `--log-level` (before or after COMMAND), every
 option's default in `--help`, the `fastasr` logger on stderr (the loader's per-epoch summary, the shard builder's
 warnings), and the one kind of user error (`fastasr.errors.UserError`, argparse's mistakes included) turned into
-one stderr line and exit status 2 — with the traceback too under `--debug`.
+one stderr line and exit status 2 — with the traceback too under `--debug`. A misspelt COMMAND, option or choice
+names the closest one ("did you mean train?").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import traceback
 
 from fastasr import __version__
-from fastasr.errors import UserError
+from fastasr.errors import UserError, did_you_mean
 
 COMMANDS = {
     "shard": ("fastasr.commands.shard", "pack a corpus into WebDataset tar shards"),
@@ -39,6 +40,39 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(f"{message} (see `{self.prog} --help`)")
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        """An invalid choice (a COMMAND, --log-level, --verify, …) names the closest one."""
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(str(value), choices)}; "
+                                                 f"choose from {', '.join(choices)}")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, except that an unknown option names the closest one the command has."""
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._command_parser(args)
+            options = self._option_names() + (command._option_names() if command is not None else [])
+            hints = "".join(_closest_option(x, options) for x in extras if x.startswith("-"))
+            (command or self).error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return args
+
+    def _command_parser(self, args: argparse.Namespace) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(args, action.dest, None))
+        return None
+
+    def _option_names(self) -> list[str]:
+        return [o for a in self._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
+
+
+def _closest_option(word: str, options: list[str]) -> str:
+    name = word.split("=", 1)[0]
+    if name.replace("_", "-") in options:  # --run_dir: the spelling of Python, not of the command line
+        return f" (did you mean {name.replace('_', '-')}?)"
+    return did_you_mean(name, options)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

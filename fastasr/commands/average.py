@@ -1,5 +1,6 @@
 """`fastasr average RUN_DIR --last N --out FILE`: the parameter-wise mean of a run's newest N step checkpoints
-(icefall's --avg), written as a checkpoint that eval, transcribe, export and `train --init-from` read."""
+(icefall's --avg), written as a checkpoint that eval, transcribe, export and `train --init-from` read. Checkpoints
+of two runs (their run ids differ) are refused; older ones without a run id are averaged, saying so."""
 
 from __future__ import annotations
 
@@ -26,5 +27,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is a directory; give a file name such as {out / 'averaged.pt'}")
     averaged = ckpt_io.average(args.run_dir, args.last)
     ckpt_io.save_atomic(averaged, out)
-    print(f"{out}: mean of {', '.join(averaged['averaged_from'])}")
+    steps = ", ".join(str(step) for step in averaged["averaged_steps"])
+    unchecked = averaged.get("averaged_unchecked", [])
+    said = (f"; {', '.join(unchecked)} {'carries' if len(unchecked) == 1 else 'carry'} no run id (older than run "
+            "ids), so whether all are of one run could not be checked" if unchecked else "; all of one run")
+    print(f"{out}: mean of steps {steps} ({', '.join(averaged['averaged_from'])}){said}")
     return 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+from pathlib import Path
 
 from fastasr.commands.args import non_negative_float, positive_int
 from fastasr.corpus.checks import Filters
@@ -39,7 +42,8 @@ OUT/parts/index-I-of-N.json and OUT/parts/rejected-I-of-N.tsv; the part that fin
 them into OUT/index.json and OUT/rejected.tsv. `fastasr shard --merge OUT` combines them by hand (e.g. when parts
 ran with separate copies of OUT that were gathered afterwards).
 
-Exit status: 0 when the dataset was built (rejected rows included), 1 when it could not be, 2 on bad arguments."""
+Exit status: 0 when the dataset was built (rejected rows included), 1 when it could not be or every row was
+rejected, 2 on bad arguments."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="keep ё as its own letter instead of folding it to е")
     parser.add_argument("--force", action="store_true",
                         help="build into an OUT that is not empty and not a fastasr build (see below)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary, no INFO log lines (warnings and errors only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,18 +106,42 @@ def run(args: argparse.Namespace) -> int:
         group_by=args.group_by,
     )
     part = parse_part(args.part)
+    logger = logging.getLogger("fastasr")
+    level = logger.level
+    if args.quiet:  # warnings and errors only: no progress bar, no summary, no INFO lines
+        logger.setLevel(max(level, logging.WARNING))
     try:
         result = build_shards(args.source, args.out, options, manifest=args.manifest, workers=args.workers,
                               part=part, progress=not args.quiet, force=args.force)
     except (OSError, ValueError, RuntimeError) as err:  # the build itself failed (disk, permissions, …)
         return _fail(str(err))
+    finally:
+        logger.setLevel(level)
     if not args.quiet:
         print(format_summary(result))
         if result.index_path is None:
             print(f"part {part[0]}/{part[1]} done; index.json is written when all {part[1]} parts have finished")
         else:
             print(f"wrote {result.index_path}")
+    if result.index_path is not None:
+        return _check_not_empty(result.index_path)
     return 0
+
+
+def _check_not_empty(index_path: Path) -> int:
+    """A complete dataset without a single sample is a failed build: say why its rows were rejected."""
+    from fastasr.shards.index import read_rejected_tsv
+
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    totals = index["totals"]
+    if totals["samples"] or not totals["input_rows"]:
+        return 0
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(index["rejected"].items(), key=lambda kv: -kv[1]))
+    tsv = index_path.parent / "rejected.tsv"
+    first = next(iter(read_rejected_tsv(tsv)), None) if tsv.exists() else None
+    example = f"\n  e.g. {first[0]}: {first[1]}{': ' + first[2] if first[2] else ''}" if first else ""
+    return _fail(f"all {totals['input_rows']} input rows were rejected ({reasons}); every row and its reason is in "
+                 f"{tsv}{example}")
 
 
 def _fail(message: str) -> int:

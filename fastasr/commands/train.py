@@ -1,5 +1,5 @@
 """`fastasr train --data OUT --run-dir RUN_DIR --preset P [--tokenizer char|bpe:N|unigram:N|FILE.model]
-[--max-steps N | --max-minutes M] [--resume] [--init-from CKPT] [--config FILE] [--print-config]
+[--max-steps N | --max-minutes M] [--resume | --auto-resume] [--init-from CKPT] [--config FILE] [--print-config]
 [section.field=value…]`
 
 Settings: the preset, then what the run continues (--resume: the run's model, optim and data settings;
@@ -11,6 +11,10 @@ directory is spelt `--run-dir` (or `--exp-dir`): torchrun's own parser reads `--
 `--run-path` and stops with "ambiguous option", so `--run` survives only as a hidden, deprecated alias.
 Everything a user can get wrong — the data directory, a setting's name, type or range, a CUDA device that is not
 there — is checked before training starts and reported as one line (exit 2).
+
+A run directory is one run: training into one that already holds a run's files (RUN_FILES) needs --resume, so
+that two runs never mix their checkpoints and logs; every checkpoint carries the run's id (setup.py), which
+`fastasr average` compares.
 """
 
 from __future__ import annotations
@@ -38,7 +42,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="stop after N steps (default: no limit)")
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop after M minutes of training (default: no limit)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR from its last.pt (an error when there is none, unless "
+                        "--init-from says where a new run starts)")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue from RUN_DIR/last.pt when there is one, else start a fresh run there (for job "
+                        "scripts that are re-submitted)")
     p.add_argument("--init-from", metavar="CKPT",
                    help="start from this checkpoint's weights (not its optimiser or schedule); the model settings "
                         "default to its own; another vocabulary re-initialises the output layer and the predictor's "
@@ -55,6 +64,52 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_reach_flags(p)
 
 
+# What `fastasr train` writes into a run directory before or with its first checkpoint: their presence means a run.
+RUN_FILES = ("last.pt", "config.json", "train_log.csv", "val_log.csv")
+
+
+def run_files(run_dir) -> list[str]:
+    """The names of a run's files that `run_dir` holds (RUN_FILES and step-*.pt), sorted; [] for a new directory."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name in RUN_FILES or (p.name.startswith("step-") and p.name.endswith(".pt")))
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def resume_mode(args: argparse.Namespace, run_dir) -> bool:
+    """Whether this invocation resumes the run in `run_dir`. A UserError for a directory that holds a run without
+    --resume, for one that holds a run that saved no checkpoint, for --resume with no last.pt (and no --init-from
+    to start from instead), and for both flags; --auto-resume with nothing there starts a run, saying so."""
+    import os
+    from pathlib import Path
+
+    if args.resume and args.auto_resume:
+        raise UserError("give --resume (last.pt must exist) or --auto-resume (resume if it exists), not both")
+    last, held = Path(run_dir) / "last.pt", run_files(run_dir)
+    if last.is_file():
+        if args.resume or args.auto_resume:
+            return True
+        raise UserError(f"--run-dir {run_dir} already holds a run ({_listed(held)}): continue it with --resume, or "
+                        "give a fresh --run-dir for a new run")
+    if held:  # a run that stopped before its first checkpoint: its logs would mix with the next run's
+        raise UserError(f"--run-dir {run_dir} holds a run's files ({_listed(held)}) but no last.pt to continue "
+                        "with --resume: remove those files or give a fresh --run-dir")
+    if args.resume and args.init_from is None:
+        raise UserError(f"--resume: {last} does not exist, so there is no run to resume (start one without "
+                        "--resume, or use --auto-resume to resume only when there is one)")
+    if args.auto_resume and os.environ.get("RANK", "0") == "0":
+        print(f"fastasr train: --auto-resume: nothing to resume ({last} does not exist): starting a fresh run",
+              file=sys.stderr)
+    return False
+
+
 def _continued(args: argparse.Namespace, run_dir) -> dict | None:
     """The saved settings a run continues, under the command line's: --resume keeps the run's model, optim and
     data settings (an explicit one that differs is refused when training starts), --init-from the checkpoint's
@@ -62,7 +117,7 @@ def _continued(args: argparse.Namespace, run_dir) -> dict | None:
     from pathlib import Path
 
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
-    if args.resume and last is not None and last.is_file():
+    if (args.resume or args.auto_resume) and last is not None and last.is_file():
         from fastasr.training import checkpoints as ckpt_io
 
         saved = ckpt_io.load(last)["config"]
@@ -146,11 +201,12 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(describe(config)))
         return 0
 
+    resume = resume_mode(args, run_dir)
     import torch.distributed as dist
 
     from fastasr.training.loop import train
 
-    train(data, run_dir, config, resume=args.resume, init_from=args.init_from, tokenizer=args.tokenizer,
+    train(data, run_dir, config, resume=resume, init_from=args.init_from, tokenizer=args.tokenizer,
           allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths)
     # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;
     # on an exception this process exits and torchrun stops the others.

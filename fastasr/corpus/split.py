@@ -17,7 +17,8 @@ SPLITS = ("train", "val", "test")
 
 
 def parse_fractions(spec: str) -> dict[str, float]:
-    """'0.6,0.2,0.2' → {'train': 0.6, 'val': 0.2, 'test': 0.2}; proportions (6,2,2) are normalised."""
+    """'0.6,0.2,0.2' → {'train': 0.6, 'val': 0.2, 'test': 0.2}. Fractions must sum to 1: 0.7,0.2,0.2 is a typo,
+    not a request to rescale. Whole-number proportions (6,2,2) are normalised, as they cannot be mistaken."""
     try:
         values = [float(x) for x in spec.split(",")]
     except ValueError:
@@ -25,6 +26,9 @@ def parse_fractions(spec: str) -> dict[str, float]:
     if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
         raise UserError(f"--split wants three non-negative numbers with a positive sum, got {spec!r}")
     total = sum(values)
+    if abs(total - 1) > 1e-6 and not all(v.is_integer() for v in values):
+        raise UserError(f"--split fractions must sum to 1, got {spec!r} (sum {total:g}); give e.g. 0.6,0.2,0.2, "
+                        f"or whole-number proportions like 6,2,2")
     return {name: v / total for name, v in zip(SPLITS, values)}
 
 

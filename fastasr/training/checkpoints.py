@@ -1,7 +1,8 @@
 """Checkpoints: written atomically (temp file + rename), carrying everything a resumed run or a decoder needs.
 
-Contents: `config` (Config.to_dict()), `tokenizer` (fastasr.text.tokenizer's to_dict; char runs also keep `alphabet`,
-which is all older checkpoints have: `tokenizer_of` reads both), `model`, `optimizer`, `step`, `progress`
+Contents: `run_id` (a uuid4 hex, the same in every checkpoint of one run, --resume included), `config`
+(Config.to_dict()), `tokenizer` (fastasr.text.tokenizer's to_dict; char runs also keep `alphabet`, which is all
+older checkpoints have: `tokenizer_of` reads both), `model`, `optimizer`, `step`, `progress`
 (elapsed training seconds, skipped steps), `data` (one {epoch, batches} per rank), `rng` (one set per rank).
 Every value is a tensor, dict, list, tuple, str, bytes or number, so that fastasr.model.checkpoint.load reads it
 with torch's weights-only unpickler; `convert` rewrites a checkpoint of an older fastasr (NumPy RNG state as an
@@ -108,7 +109,9 @@ def ema_checkpoint(obj: dict) -> dict:
 def average(run: str | os.PathLike, last: int) -> dict:
     """The parameter-wise mean of the run's newest `last` step checkpoints, as a checkpoint eval, transcribe,
     export and --init-from read. Floating tensors are averaged in float64 and stored in their own dtype; others
-    (integer buffers) are the newest checkpoint's."""
+    (integer buffers) are the newest checkpoint's. Checkpoints of different runs (run ids) are refused; those
+    older than run ids are averaged unchecked, named in `averaged_unchecked`. `averaged_from` names the files,
+    `averaged_steps` their steps."""
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -120,8 +123,12 @@ def average(run: str | os.PathLike, last: int) -> dict:
     newest = load(paths[-1])
     tokenizer = tokenizer_of(newest, paths[-1])
     sums = {k: v.to(torch.float64, copy=True) if v.is_floating_point() else v for k, v in newest["model"].items()}
+    runs, unchecked = {}, []  # run id → its files; the files without one
+    _note_run(paths[-1].name, newest, runs, unchecked)
     for path in paths[:-1]:
         ckpt = load(path)
+        if _note_run(path.name, ckpt, runs, unchecked) > 1:
+            continue  # refused below, once every file is named
         if tokenizer_of(ckpt, path).identity() != tokenizer.identity():
             raise UserError(f"{path}: its tokenizer, {tokenizer_of(ckpt, path).describe()}, differs from "
                             f"{paths[-1].name}'s, {tokenizer.describe()}, so they cannot be averaged")
@@ -131,9 +138,27 @@ def average(run: str | os.PathLike, last: int) -> dict:
         for k, v in model.items():
             if v.is_floating_point():
                 sums[k] += v.double()
+    if len(runs) > 1:
+        groups = " and ".join(f"{', '.join(sorted(names))} (run {run_id[:8]}…)" for run_id, names in
+                              sorted(runs.items(), key=lambda item: min(item[1])))
+        raise UserError(f"{run}: {groups} are checkpoints of {len(runs)} runs, so they cannot be averaged: "
+                        "average the last N of one run")
     averaged = {k: (v / last).to(newest["model"][k].dtype) if v.is_floating_point() else v for k, v in sums.items()}
     out = {k: v for k, v in newest.items() if k not in RESUME_ONLY}
-    return {**out, "model": averaged, "averaged_from": [p.name for p in paths]}
+    return {**out, "model": averaged, "averaged_from": [p.name for p in paths],
+            "averaged_steps": [int(STEP_FILE.fullmatch(p.name).group(1)) for p in paths],
+            **({"averaged_unchecked": sorted(unchecked)} if unchecked else {})}
+
+
+def _note_run(name: str, ckpt: dict, runs: dict, unchecked: list) -> int:
+    """Record `ckpt` (the file `name`) under its run id in `runs`, or in `unchecked` when it is older than run ids;
+    returns how many runs are seen so far."""
+    run_id = ckpt.get("run_id")
+    if isinstance(run_id, str):
+        runs.setdefault(run_id, []).append(name)
+    else:
+        unchecked.append(name)
+    return len(runs)
 
 
 def rng_state() -> dict:

@@ -9,6 +9,7 @@ names the key and what it accepts. `check` refuses values outside what the model
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from fastasr.errors import UserError, did_you_mean
@@ -149,7 +150,8 @@ def apply_overrides(config: Config, overrides: dict[str, dict] | list[str]) -> C
             key, sep, value = item.partition("=")
             section, dot, name = key.partition(".")
             if not sep or not dot:
-                raise UserError(f"override {item!r} is not of the form section.field=value (e.g. model.d_model=256)")
+                raise UserError(f"override {item!r} is not of the form section.field=value (e.g. model.d_model=256)"
+                                + (_section_hint(config, key, value) if sep else ""))
             nested.setdefault(section, {})[name] = value
         overrides = nested
     for section, values in overrides.items():
@@ -170,6 +172,13 @@ def apply_overrides(config: Config, overrides: dict[str, dict] | list[str]) -> C
                             else _typed(f"{section}.{name}", value, like))
         config = replace(config, **{section: replace(current, **parsed)})
     return config
+
+
+def _section_hint(config: Config, name: str, value: str) -> str:
+    """' (did you mean train.max_steps=20?)' for a bare `max_steps=20`: the section(s) with that setting (or a close one)."""
+    owners = {f.name: section for section in SECTIONS for f in fields(getattr(config, section))}
+    close = [name] if name in owners else difflib.get_close_matches(name, list(owners), n=1, cutoff=0.6)
+    return f" (did you mean {owners[close[0]]}.{close[0]}={value}?)" if close else ""
 
 
 def speed_factors(text: str) -> tuple[float, ...]:

@@ -2,6 +2,8 @@
 optimiser and EMA, the step's parts, the train loader and the validation subset, and the checkpoint of a step.
 
 `start` returns a `Session`, everything the loop in loop.py reads; `save` writes the session's checkpoint at a step.
+Every checkpoint carries `run_id`, a uuid4 hex made when a run starts (a warm start is a new run) and kept by
+--resume, so that `fastasr average` can tell step checkpoints of two runs apart.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import uuid
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
@@ -55,6 +58,7 @@ class Session:
     val_batches: list
     logs: Logs
     saved: dict | None  # the checkpoint resumed from
+    run_id: str = ""  # set by start: the resumed checkpoint's, else a new one
     step: int = 0
     elapsed: float = 0.0
     skipped: int = 0
@@ -82,7 +86,8 @@ def start(data: str, run: Path, config: Config, *, resume: bool, init_from, toke
 
     model = Transducer(config.model).to(d.device)
     optimizer = make_optimizer(model, config.optim)
-    s = Session(config, run, d, tok, model, optimizer, None, None, None, [], Logs(run, d.is_main), saved)
+    s = Session(config, run, d, tok, model, optimizer, None, None, None, [], Logs(run, d.is_main), saved,
+                run_id=new_run_id(saved))
     resumed = restore_weights(s, init_from) if saved is not None or init_from is not None else {}
     s.ema = make_ema(s)
     s.parts = step_parts(s)
@@ -90,6 +95,14 @@ def start(data: str, run: Path, config: Config, *, resume: bool, init_from, toke
     s.epoch = s.loader.epoch
     s.val_batches = load_val_subset(data, config, tok, reach) if d.is_main else []
     return s
+
+
+def new_run_id(saved: dict | None) -> str:
+    """The resumed run's id, or a new one: for a new run, and for a checkpoint older than run ids (its later
+    checkpoints then differ from its earlier ones, which `average` reports as unchecked). Only rank 0's is saved."""
+    if saved is not None and isinstance(saved.get("run_id"), str):
+        return saved["run_id"]
+    return uuid.uuid4().hex
 
 
 def read_resumed(run: Path, spec: str | None) -> dict | None:
@@ -259,7 +272,7 @@ def save(s: Session, step: int, elapsed: float, skipped: int) -> None:
         # "alphabet" for readers older than "tokenizer"; a SentencePiece run has none, so they refuse it.
         old_readers = {"alphabet": tokenizer.alphabet} if tokenizer.kind == "char" else {}
         ckpt_io.save_step({"config": s.config.to_dict(), "tokenizer": tokenizer.to_dict(), **old_readers,
-                           "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(), "step": step,
+                           "run_id": s.run_id, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(), "step": step,
                            "progress": progress, "data": positions, "stream": s.loader.stream_state(),
                            "rng": rngs, "rank_weight_digests": digests, **averaged},
                           s.run, keep=s.config.train.keep)

@@ -103,7 +103,7 @@ def test_version_and_defaults_in_help(capsys):
 
 def test_logging_reaches_stderr(places, capsys):
     out = places["tmp"] / "logged"
-    assert main(["shard", str(places["corpus"]), str(out), "--quiet", "--workers", "1"]) == 0
+    assert main(["shard", str(places["corpus"]), str(out), "--workers", "1"]) == 0
     assert "fastasr.shard: listed 2 input rows" in capsys.readouterr().err
     logging.getLogger("fastasr.data").info("rank 0 epoch 0: 3 batches")  # how the loader reports an epoch
     assert "rank 0 epoch 0" in capsys.readouterr().err
