@@ -7,7 +7,8 @@ export, averaging, warm starts, resuming).
 A checkpoint is data, never code: `load` reads it with torch's weights-only unpickler (tensors, dicts, lists,
 tuples, sets, str, bytes, numbers), so a file that would construct any other Python object is refused before it
 runs anything. A checkpoint from a fastasr that stored NumPy RNG state is such a file: the refusal names
-`fastasr convert-checkpoint`, which rewrites one the user trusts, once and on purpose (`load_trusted`). What a file
+`fastasr convert-checkpoint`, which rewrites it once, on purpose (`load_legacy`: the same unpickler, NumPy's arrays
+and scalars allowed besides, so no code runs there either). What a file
 claims is checked before it is acted on: its model settings (types, fastasr.model.config.MAX_SIZES) and that its
 weights are exactly the size those settings build (parameter_count), so a small file cannot make a reader build a
 huge model. Every refusal is one UserError naming the file.
@@ -49,7 +50,20 @@ def _refused_object(exc: Exception) -> str | None:
     return m.group(1) if m else None
 
 
-def _read(path: Path, map_location) -> object:
+def _legacy_globals() -> list:
+    """What an older fastasr's checkpoint holds besides tensors and plain values: np.random.get_state()'s key array
+    and NumPy scalars. These build arrays and scalars of a dtype and nothing else; an object array's elements would
+    still go through the unpickler's refusal."""
+    import numpy as np
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    numeric = [type(np.dtype(code)) for code in "?bhilqBHILQefdFD"]  # NumPy 2's dtype classes, numbers only
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *numeric]
+
+
+def _read(path: Path, map_location, legacy: bool = False) -> object:
+    """The file through torch's weights-only unpickler; legacy: also NumPy's arrays and scalars (_legacy_globals),
+    which only `fastasr convert-checkpoint` reads."""
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint (expected a .pt file written by `fastasr train` or "
                         "`fastasr average`)")
@@ -57,13 +71,19 @@ def _read(path: Path, map_location) -> object:
         with warnings.catch_warnings():
             # A pickle not written by torch.save (protocol 4) is refused below, in one line.
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
+            if not legacy:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            with torch.serialization.safe_globals(_legacy_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = _refused_object(exc)
         if refused is None:
             detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
             raise UserError(f"{path}: not a fastasr checkpoint ({detail.group(1) if detail else 'unreadable'})"
                             ) from None
+        if legacy:
+            raise UserError(f"{path}: holds Python objects other than an older fastasr's NumPy state ({refused}), "
+                            "and fastasr loads no code from a model file") from None
         raise UserError(f"{path}: holds Python objects, not only tensors and plain values ({refused}), and fastasr "
                         "loads no code from a model file; if it is a checkpoint of an older fastasr that you trust, "
                         f"convert it once: {CONVERT} {path} NEW.pt") from None
@@ -84,16 +104,12 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
-def load_trusted(path: str | os.PathLike) -> dict:
-    """A checkpoint read with the full unpickler, which runs whatever code the file names: only for
-    `fastasr convert-checkpoint`, which the user runs on a file they trust."""
+def load_legacy(path: str | os.PathLike) -> dict:
+    """A checkpoint of an older fastasr, which stored NumPy RNG state: the weights-only unpickler with NumPy's
+    arrays and scalars allowed, and nothing else, so no code runs here either. Only for
+    `fastasr convert-checkpoint`, which rewrites it as plain values."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load's and pickle's errors name no single type
-        raise UserError(f"{path}: not a fastasr checkpoint ({_said(exc)})") from None
+    ckpt = _read(path, "cpu", legacy=True)
     check(ckpt, path)
     return ckpt
 

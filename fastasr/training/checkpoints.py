@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fastasr.errors import UserError
-from fastasr.model.checkpoint import load, load_trusted
+from fastasr.model.checkpoint import load, load_legacy
 from fastasr.text.tokenizer import tokenizer_of
 
 
@@ -191,7 +191,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def convert(old: dict) -> dict:
-    """An older checkpoint (read with load_trusted) with what a weights-only load refuses rewritten as plain values:
+    """An older checkpoint (read with load_legacy) with what a weights-only load refuses rewritten as plain values:
     each rank's NumPy RNG state (its key ndarray). Everything else is kept as it is."""
     if "rng" not in old:
         return dict(old)
@@ -200,7 +200,7 @@ def convert(old: dict) -> dict:
 
 
 def convert_file(old: str | os.PathLike, new: str | os.PathLike) -> dict:
-    """`fastasr convert-checkpoint`: `old`, read with the full unpickler because the user trusts it, written to
+    """`fastasr convert-checkpoint`: `old`, read with NumPy's arrays and scalars allowed (load_legacy), written to
     `new` (a new file; `old` stays) as a checkpoint that fastasr.model.checkpoint.load reads; returns it. What the
     weights-only load then refuses (objects other than an older fastasr's) removes `new` again, a UserError."""
     given = os.fspath(new)  # as typed: Path() drops a trailing separator
@@ -210,7 +210,7 @@ def convert_file(old: str | os.PathLike, new: str | os.PathLike) -> dict:
                         f"{new / 'new.pt'}")
     if new.exists() or new.is_symlink():
         raise UserError(f"{new}: exists; give the converted checkpoint a new name ({old} stays as it is)")
-    converted = convert(load_trusted(old))
+    converted = convert(load_legacy(old))
     save_atomic(converted, new)
     try:
         load(new)

@@ -48,6 +48,16 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_every_command(shards, tm
     assert not (tmp_path / "exp").exists() and not (tmp_path / "avg.pt").exists()
 
 
+def test_convert_checkpoint_runs_no_code_either(tmp_path, capsys):
+    """convert-checkpoint allows NumPy's arrays and scalars besides tensors, nothing else: the payload is refused."""
+    marker = tmp_path / "marker"
+    ckpt = hostile_checkpoint(tmp_path / "hostile.pt", marker)
+    assert main(["convert-checkpoint", str(ckpt), str(tmp_path / "new.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other than an older fastasr's NumPy state" in err, err
+    assert not marker.exists() and not (tmp_path / "new.pt").exists()
+
+
 @pytest.mark.parametrize("kind", ["random", "foreign_pickle"])
 def test_random_bytes_or_a_foreign_pickle_is_one_line_naming_the_file(shards, tmp_path, capsys, kind):
     ckpt = tmp_path / "model.pt"
