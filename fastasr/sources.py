@@ -332,25 +332,30 @@ def expand(patterns: list[str] | str) -> list[str]:
     return out
 
 
+def _braces(text: str):
+    """(position, character, depth before it) of each unescaped `{`, `}` and `,` of text."""
+    depth, pos = 0, 0
+    while pos < len(text):
+        c = text[pos]
+        if c == "\\":
+            pos += 2
+            continue
+        if c in "{},":
+            yield pos, c, depth
+            depth += (c == "{") - (c == "}")
+        pos += 1
+
+
 def expansion_size(pattern: str) -> int:
     """How many names braceexpand(pattern) yields, counted from the pattern's parts without making one (its grammar:
     a product of literals and {…} items; a range counts its members, {a,b,…} the sum of its alternatives, any other
     {…} stays literal)."""
-    n, start, depth, pos = 1, 0, 0, 0
-    while pos < len(pattern):
-        c = pattern[pos]
-        if c == "\\":
-            pos += 2
-            continue
-        if c == "{":
-            if depth == 0:
-                start = pos
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                n *= _expression_size(pattern[start + 1:pos])
-        pos += 1
+    n, start = 1, 0
+    for pos, c, depth in _braces(pattern):
+        if c == "{" and depth == 0:
+            start = pos
+        elif c == "}" and depth == 1:
+            n *= _expression_size(pattern[start + 1:pos])
     return n
 
 
@@ -365,20 +370,12 @@ def _expression_size(expr: str) -> int:
     m = char_range_re.match(expr)
     if m:
         return len(make_char_range(*m.groups()))
-    alternatives, start, depth, pos = [], 0, 0, 0
-    while pos < len(expr):
-        c = expr[pos]
-        if c == "\\":
-            pos += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-        elif c == "," and depth == 0:
+    alternatives, start, depth = [], 0, 0
+    for pos, c, before in _braces(expr):
+        depth = before + (c == "{") - (c == "}")
+        if c == "," and before == 0:
             alternatives.append(expr[start:pos])
             start = pos + 1
-        pos += 1
     if depth != 0 or not alternatives:  # not a sequence: the braces stay, their inside is expanded
         return expansion_size(expr)
     return sum(expansion_size(a) for a in [*alternatives, expr[start:]])
