@@ -47,12 +47,13 @@ def write_audio(path, seconds: float, seed: int, sr: int = 16000, channels: int 
 
 
 def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: float = 10.0, vocab_size: int = 34,
-                    frontend: str = "logmel"):
+                    frontend: str = "logmel", **settings):
     """In eval mode, with dropout in its config (as a trained checkpoint has): only eval mode may be exported.
-    Calibrated on the features of its `frontend` (model.frontend: "logmel" or "kaldi")."""
+    Calibrated on the features of its `frontend` (model.frontend: "logmel" or "kaldi"); `settings`: other
+    ModelConfig fields (streaming=True, chunk_frames=…, left_chunks=…)."""
     torch.manual_seed(0)
     model = Transducer(replace(tiny_model().config, encoder=encoder, dropout=0.1, vocab_size=vocab_size,
-                               frontend=frontend)).eval()
+                               frontend=frontend, **settings)).eval()
     audio = condition(patchwork(3.0, seed=99), waveform_of(model.config))
     feats, lens = log_mel(model.config)(torch.from_numpy(audio)[None], torch.tensor([audio.size]))
     with torch.no_grad():

@@ -28,6 +28,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--int8", action="store_true", help="the *.int8.onnx graphs")
     p.add_argument("--decoding-method", default="greedy_search", choices=("greedy_search", "modified_beam_search"))
+    p.add_argument("--chunk-ms", type=float, default=100.0,
+                   help="an export of a streaming model: feed the audio in pieces of this many ms (default 100)")
     p.add_argument("--sherpa-resample", action="store_true",
                    help="hand sherpa-onnx the file's own sample rate instead of resampling with soxr first")
     args = p.parse_args()
@@ -42,8 +44,11 @@ def main() -> int:
         print(f"fastasr: error: {args.model_dir}: an export for fastasr's runtime only (its model's front end is not "
               "one sherpa-onnx computes); train with model.frontend=kaldi", file=sys.stderr)
         return 2
-    graphs = meta["graphs"]["int8" if args.int8 else "float"]
-    files = {"encoder": graphs["encoder"], "decoder": graphs[sherpa.get("decoder", "predictor")],
+    precision = "int8" if args.int8 else "float"
+    graphs = meta["graphs"][precision]
+    online = sherpa.get("recognizer") == "online"
+    encoder = meta["streaming"]["graphs"][precision] if online else graphs["encoder"]
+    files = {"encoder": encoder, "decoder": graphs[sherpa.get("decoder", "predictor")],
              "joiner": graphs["joiner"], "tokens": sherpa["tokens"]}
 
     import numpy as np
@@ -51,7 +56,8 @@ def main() -> int:
     import soundfile as sf
     import soxr
 
-    recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+    kind = sherpa_onnx.OnlineRecognizer if online else sherpa_onnx.OfflineRecognizer
+    recognizer = kind.from_transducer(
         **{k: str(args.model_dir / v) for k, v in files.items()}, model_type=sherpa.get("model_type",
                                                                                          "nemo_transducer"),
         num_threads=args.threads, decoding_method=args.decoding_method)
@@ -66,11 +72,35 @@ def main() -> int:
         samples = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
         if sr != 16000 and not args.sherpa_resample:
             samples, sr = soxr.resample(samples, sr, 16000), 16000
+        if online:
+            print(f"{path}\t{online_text(recognizer, samples, sr, meta, args.chunk_ms)}", flush=True)
+            continue
         stream = recognizer.create_stream()
         stream.accept_waveform(sr, samples)
         recognizer.decode_stream(stream)
         print(f"{path}\t{stream.result.text}", flush=True)
     return status
+
+
+def online_text(recognizer, samples, sr: int, meta: dict, chunk_ms: float) -> str:
+    """Feed the samples in `chunk_ms` pieces, decoding whatever chunks are ready after each, as a live stream
+    would. sherpa-onnx decodes only whole windows and never the frames left at the end, so the stream ends with
+    zeros enough for the window that holds the last real frame to be decoded (a window and three frames)."""
+    import numpy as np
+
+    stream = recognizer.create_stream()
+    piece = max(1, int(sr * chunk_ms / 1000))
+    f = meta["features"]
+    tail = np.zeros(int(sr * ((meta["streaming"]["feature_frames"] + 3) * f["hop_length"] + f["win_length"])
+                        / f["sample_rate"]), np.float32)
+    for x in (*(samples[i:i + piece] for i in range(0, samples.size, piece)), tail):
+        stream.accept_waveform(sr, x)
+        while recognizer.is_ready(stream):
+            recognizer.decode_stream(stream)
+    stream.input_finished()
+    while recognizer.is_ready(stream):
+        recognizer.decode_stream(stream)
+    return recognizer.get_result(stream)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,15 @@ class FbankSettings:
                    n_fft=1 << (sample_rate // 40 - 1).bit_length(), n_mels=n_mels, f_max=sample_rate / 2 - 400.0,
                    log_guard=guard, log_eps=eps, normalize=normalize)
 
+    @classmethod
+    def sherpa_nemo_online(cls, n_mels: int = 80, sample_rate: int = 16000) -> FbankSettings:
+        """What sherpa-onnx's OnlineRecognizer computes for a NeMo transducer (2.0.1,
+        online-recognizer-transducer-nemo-impl.h PostInit): a Hann window, librosa's mel from 0 Hz to Nyquist,
+        knf's log guard and no normalisation (the online path has none): a streaming model's front end."""
+        return cls(sample_rate=sample_rate, win_length=sample_rate // 40, hop_length=sample_rate // 100,
+                   n_fft=1 << (sample_rate // 40 - 1).bit_length(), n_mels=n_mels, f_max=sample_rate / 2,
+                   window="hann", log_guard="max", log_eps=FLT_EPSILON, normalize=False)
+
     def __post_init__(self):
         if not 0 < self.win_length <= self.n_fft or self.n_fft % 2:
             raise ValueError(f"need 0 < win_length <= n_fft and an even n_fft, got {self.win_length}, {self.n_fft}")

@@ -8,9 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from fastasr.errors import UserError
 from fastasr.model.checkpoint import load_model, pick_device
 from fastasr.model.decode import transcribe_loader
+from fastasr.model.streaming import chunk_frames_of
 from fastasr.text.scoring import score, utterance_errors
 
 
@@ -20,22 +20,6 @@ def write_tsv(rows: list[tuple[str, str, str]], path: str | os.PathLike) -> None
         w.writerow(["key", "reference", "hypothesis", "errors"])
         for key, ref, hyp in rows:
             w.writerow([key, ref, hyp, utterance_errors(ref, hyp)])
-
-
-FRAME_MS = 10  # the front ends' hop: one feature frame per 10 ms
-
-
-def chunk_frames_of(config, chunk_ms: float, checkpoint) -> int:
-    """Encoder frames per chunk for `chunk_ms` milliseconds (a whole number of subsampled frames); UserError for a
-    model that was not trained to stream or a duration that is not a multiple of its frame."""
-    frame = FRAME_MS * config.subsampling
-    if not getattr(config, "streaming", False):
-        raise UserError(f"--chunk-ms {chunk_ms:g}: {checkpoint} is not a streaming model (train one with "
-                        "model.streaming=true); it sees the whole utterance")
-    if chunk_ms <= 0 or chunk_ms % frame:
-        raise UserError(f"--chunk-ms {chunk_ms:g}: must be a positive multiple of {frame} ms, the model's encoder "
-                        f"frame ({FRAME_MS} ms x subsampling {config.subsampling})")
-    return int(chunk_ms // frame)
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",

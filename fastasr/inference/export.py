@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fastasr import __version__
@@ -48,14 +50,16 @@ from fastasr.inference import sherpa as sherpa_onnx
 from fastasr.model.checkpoint import load, model_of, weights_digest
 from fastasr.model.decode import MAX_SYMBOLS
 from fastasr.model.transducer import Transducer, count_parameters, log_mel, waveform_of
-from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, TOKENIZER_ID_OFFSET,
-                                       TOKENIZER_JSON, TOKENS_TXT, graph_file, is_export, log_mel_features,
-                                       model_json, tokenizer_json)
+from fastasr.model.streaming import EncoderCache, StreamingEncoder, chunk_frames_of
+from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, STREAMING_GRAPH,
+                                       TOKENIZER_ID_OFFSET, TOKENIZER_JSON, TOKENS_TXT, graph_file, is_export,
+                                       log_mel_features, model_json, streaming_io, tokenizer_json)
 from fastasr.text.tokenizer import MODEL_FILE, tokenizer_of
 
 log = logging.getLogger("fastasr.export")
 
 OPSET = 17
+DEFAULT_CHUNK_MS = 640  # a streaming model's exported chunk: icefall's and WeNet's usual 640 ms
 QUANTIZE = ("int8",)
 CHECK_TOLERANCE = 1e-3  # float graph vs torch, max abs difference on the check inputs; above it is an export bug
 
@@ -98,6 +102,95 @@ class _Joiner(nn.Module):
         return torch.cat([logits[:, k:], logits[:, :k]], dim=1)  # (N, V)
 
 
+class _StreamingEncoder(nn.Module):
+    """One chunk step of a streaming model's encoder (fastasr.model.streaming.StreamingEncoder.step) in the calling
+    convention of sherpa-onnx's online NeMo transducers (fastasr.runtime.model_dir): channels first, through the
+    joiner's encoder projection, the caches packed into NeMo's three (`pack_caches`)."""
+
+    def __init__(self, model: Transducer, chunk_frames: int, left_chunks: int):
+        super().__init__()
+        self.model = model
+        self.stream = StreamingEncoder(model.encoder, chunk_frames, left_chunks)
+        self.layout = CacheLayout.of(self.stream)
+
+    def forward(self, features, feature_lengths, cache_last_channel, cache_last_time, cache_last_channel_len):
+        cache = self.layout.unpack(cache_last_channel, cache_last_time, cache_last_channel_len)
+        x, lens, new = self.stream.step(features.transpose(1, 2), feature_lengths, cache)  # (N, C, D), (N,)
+        return (self.model.joiner.enc_proj(x).transpose(1, 2), lens, *self.layout.pack(new))
+
+
+class CacheLayout:
+    """fastasr.model.streaming.EncoderCache in sherpa-onnx's three NeMo caches, which it treats as opaque
+    zero-initialised tensors, batch first (online-transducer-nemo-model.cc):
+
+    - cache_last_channel (N, L, W + R, 2·D): per layer, the W rotated attention keys and values of the left context
+      side by side on the last axis, then R rows holding the subsampling's last input frames (each stride-2
+      layer's, flattened and zero-padded to R · 2·D · L numbers);
+    - cache_last_time (N, L, D, kernel - 1): the depthwise convolutions' inputs before the chunk;
+    - cache_last_channel_len (N,) int64: the encoder frames stepped so far (chunks · C), which gives the key
+      positions and how many cached frames exist. Every chunk but a stream's last is whole, so the feature frames
+      seen so far are that times the subsampling plus this chunk's feature_lengths.
+    """
+
+    def __init__(self, sub_shapes: list[tuple[int, ...]], layers: int, heads: int, window: int, d_model: int,
+                 factor: int):
+        self.sub_shapes, self.L, self.h, self.W, self.D = sub_shapes, layers, heads, window, d_model
+        self.factor = factor
+        self.sub_size = sum(math.prod(s) for s in sub_shapes)
+        self.R = -(-self.sub_size // (layers * 2 * d_model))  # rows for the subsampling frames
+
+    @classmethod
+    def of(cls, stream: StreamingEncoder) -> CacheLayout:
+        c = stream.initial_caches(1)
+        L, _, h, W, dh = c.keys.shape
+        return cls([tuple(t.shape[1:]) for t in c.subsampling], L, h, W, h * dh, stream.factor)
+
+    def shapes(self, kernel_context: int) -> dict[str, list]:
+        return {"cache_last_channel": ["N", self.L, self.W + self.R, 2 * self.D],
+                "cache_last_time": ["N", self.L, self.D, kernel_context], "cache_last_channel_len": ["N"]}
+
+    def pack(self, c: EncoderCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        N = c.keys.shape[1]
+        kv = torch.cat([c.keys, c.values], -1)  # (L, N, h, W, 2·dh): keys | values per head
+        kv = kv.permute(1, 0, 3, 2, 4).reshape(N, self.L, self.W, 2 * self.D)
+        sub = torch.cat([t.reshape(N, -1) for t in c.subsampling], 1)  # (N, sub_size)
+        sub = F.pad(sub, (0, self.L * self.R * 2 * self.D - self.sub_size)).view(N, self.L, self.R, 2 * self.D)
+        return torch.cat([kv, sub], 2), c.conv.transpose(0, 1), c.processed
+
+    def unpack(self, channel: torch.Tensor, time: torch.Tensor, processed: torch.Tensor) -> EncoderCache:
+        N, dh = channel.shape[0], self.D // self.h
+        kv = channel[:, :, :self.W].reshape(N, self.L, self.W, self.h, 2 * dh).permute(1, 0, 3, 2, 4)
+        sub = channel[:, :, self.W:].reshape(N, -1)
+        frames, at = [], 0
+        for shape in self.sub_shapes:
+            n = math.prod(shape)
+            frames.append(sub[:, at:at + n].reshape(N, *shape))
+            at += n
+        return EncoderCache(tuple(frames), kv[..., :dh], kv[..., dh:], time.transpose(0, 1), processed,
+                            processed * self.factor)
+
+
+def streaming_caches(model: Transducer, chunk_frames: int, left_chunks: int) -> dict[str, list]:
+    """model.json's streaming.caches: name → axes ("N" for the batch of streams), in the graph's order."""
+    stream = StreamingEncoder(model.encoder, chunk_frames, left_chunks)
+    return CacheLayout.of(stream).shapes(model.encoder.layers[0].conv.context)
+
+
+def _streaming_inputs(model: Transducer, stream: dict, batch: int, seed: int, chunks: int) -> tuple:
+    """Inputs for the chunk step: a mid-stream state (after `chunks` chunks of random features), ragged."""
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    enc = StreamingEncoder(model.encoder, stream["chunk_frames"], stream["left_chunks"])
+    caches = enc.initial_caches(batch)
+    F_ = enc.feature_frames
+    with torch.no_grad():
+        for _ in range(chunks):
+            lens = torch.full((batch,), F_, dtype=torch.int64)
+            _, _, caches = enc.step(torch.randn(batch, F_, c.n_mels, generator=g), lens, caches)
+    lens = torch.linspace(F_, max(1, F_ // 3), batch).round().long()  # a last, partial chunk for some streams
+    return (torch.randn(batch, c.n_mels, F_, generator=g), lens, *CacheLayout.of(enc).pack(caches))
+
+
 def _inputs(model: Transducer, batch: int, frames: int, seed: int) -> dict[str, tuple[torch.Tensor, ...]]:
     """Example inputs for each graph: `batch` rows, the longest `frames` feature frames, the others shorter."""
     c = model.config
@@ -112,8 +205,8 @@ def _inputs(model: Transducer, batch: int, frames: int, seed: int) -> dict[str, 
     }
 
 
-def _export_graph(module: nn.Module, args: tuple, path: Path, graph: str) -> None:
-    inputs, outputs = IO[graph]
+def _export_graph(module: nn.Module, args: tuple, path: Path, graph: str, io: tuple | None = None) -> None:
+    inputs, outputs = io or IO[graph]
     axes = {name: {i: a for i, a in enumerate(dims) if a in DYNAMIC_AXES}
             for name, dims in {**inputs, **outputs}.items()}
     with warnings.catch_warnings():
@@ -121,26 +214,27 @@ def _export_graph(module: nn.Module, args: tuple, path: Path, graph: str) -> Non
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # loops over fixed sizes (heads, q/k/v)
         # The predictor takes its LSTM state as inputs, which is what this warning asks for.
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)  # rotary's even/odd slices
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=list(inputs),
                           output_names=list(outputs), dynamic_axes={k: v for k, v in axes.items() if v})
 
 
-def _max_diff(session, module: nn.Module, args: tuple, graph: str) -> float:
+def _max_diff(session, module: nn.Module, args: tuple, graph: str, io: tuple | None = None) -> float:
     with torch.no_grad():
         want = module(*args)
     want = want if isinstance(want, tuple) else (want,)
-    got = session.run(None, {name: a.numpy() for name, a in zip(IO[graph][0], args)})
+    got = session.run(None, {name: a.numpy() for name, a in zip((io or IO[graph])[0], args)})
     return max(float(np.abs(g - w.numpy()).max()) if g.size else 0.0 for g, w in zip(got, want))
 
 
-def _check(path: Path, module: nn.Module, args: tuple, graph: str) -> float:
+def _check(path: Path, module: nn.Module, args: tuple, graph: str, io: tuple | None = None) -> float:
     """ONNX checker, then onnxruntime against torch on `args`; the largest absolute difference."""
     import onnx
     import onnxruntime as ort
 
     onnx.checker.check_model(str(path), full_check=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return _max_diff(session, module, args, graph)
+    return _max_diff(session, module, args, graph, io)
 
 
 def _quantize(src: Path, dst: Path) -> None:
@@ -153,10 +247,11 @@ def _quantize(src: Path, dst: Path) -> None:
         quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
 
 
-def _write_graphs(model: Transducer, out: Path, quantize: str | None,
-                  encoder_meta: dict[str, str] | None) -> dict[str, dict[str, float]]:
+def _write_graphs(model: Transducer, out: Path, quantize: str | None, encoder_meta: dict[str, str] | None,
+                  stream: dict | None = None) -> dict[str, dict[str, float]]:
     """The float graphs (and the quantised copies) in `out`, each checked, the encoders with `encoder_meta` (sherpa
-    metadata) when given; {precision: {graph: max |diff|}}."""
+    metadata) when given, and a streaming model's chunk step when `stream` ({"chunk_frames", "left_chunks",
+    "caches"}) is given; {precision: {graph: max |diff|}}."""
     c = model.config
     # In eval mode themselves: the exporter puts a module back into its own mode afterwards, recursively, and a
     # wrapper left in train mode would switch the model's dropout on for the checks below.
@@ -164,22 +259,51 @@ def _write_graphs(model: Transducer, out: Path, quantize: str | None,
                "joiner": _Joiner(model).eval()}
     traced = _inputs(model, batch=2, frames=16 * c.subsampling, seed=0)
     checked = _inputs(model, batch=3, frames=23 * c.subsampling + 5, seed=1)  # other sizes: the axes are dynamic
+    graphs, ios = list(GRAPHS), dict(IO)
+    if stream is not None:
+        modules[STREAMING_GRAPH] = _StreamingEncoder(model, stream["chunk_frames"], stream["left_chunks"]).eval()
+        # traced at the start of a stream, checked deep in one: the caches' contents must not be baked in
+        traced[STREAMING_GRAPH] = _streaming_inputs(model, stream, batch=2, seed=0, chunks=0)
+        checked[STREAMING_GRAPH] = _streaming_inputs(model, stream, batch=3, seed=1,
+                                                     chunks=stream["left_chunks"] + 2)
+        graphs.append(STREAMING_GRAPH)
+        ios[STREAMING_GRAPH] = streaming_io(stream["caches"])
+    sherpa_encoder = "encoder" if stream is None else STREAMING_GRAPH  # the graph sherpa-onnx's metadata is on
     check: dict[str, dict[str, float]] = {"float": {}}
-    for g in GRAPHS:
-        _export_graph(modules[g], traced[g], out / graph_file(g), g)
-        if g == "encoder" and encoder_meta:
+    for g in graphs:
+        _export_graph(modules[g], traced[g], out / graph_file(g), g, ios[g])
+        if g == sherpa_encoder and encoder_meta:
             sherpa_onnx.set_metadata(out / graph_file(g), encoder_meta)
-        check["float"][g] = diff = _check(out / graph_file(g), modules[g], checked[g], g)
+        check["float"][g] = diff = _check(out / graph_file(g), modules[g], checked[g], g, ios[g])
         if not diff <= CHECK_TOLERANCE:
             raise RuntimeError(f"exported {g} differs from torch by {diff:.3g} (> {CHECK_TOLERANCE})")
     if quantize:
         check[quantize] = {}
-        for g in GRAPHS:
+        for g in graphs:
             _quantize(out / graph_file(g), out / graph_file(g, quantize))
-            if g == "encoder" and encoder_meta:  # the quantiser may drop or keep the float one's
+            if g == sherpa_encoder and encoder_meta:  # the quantiser may drop or keep the float one's
                 sherpa_onnx.set_metadata(out / graph_file(g, quantize), encoder_meta)
-            check[quantize][g] = _check(out / graph_file(g, quantize), modules[g], checked[g], g)
+            check[quantize][g] = _check(out / graph_file(g, quantize), modules[g], checked[g], g, ios[g])
     return check
+
+
+def streaming_settings(model: Transducer, checkpoint: Path, chunk_ms: float | None,
+                       left_chunks: int | None) -> dict | None:
+    """The chunk step to export for a streaming model ({"chunk_frames", "left_chunks", "caches"}), None for
+    another model (a UserError if a chunk was asked of it)."""
+    c = model.config
+    if not c.streaming:
+        if chunk_ms is not None or left_chunks is not None:
+            raise UserError(f"--chunk-ms/--left-chunks: {checkpoint} is not a streaming model (train one with "
+                            "model.streaming=true)")
+        return None
+    chunk = chunk_frames_of(c, DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms, checkpoint)
+    left = c.left_chunks if left_chunks is None else left_chunks
+    if left < 0:
+        raise UserError(f"{checkpoint}: model.left_chunks is -1 (all the past), so a stream's attention caches would "
+                        "grow without end; export with --left-chunks N (chunks of left context to keep, e.g. "
+                        f"{max(1, 2560 // int(chunk * c.subsampling * 10))} for ~2.5 s)")
+    return {"chunk_frames": chunk, "left_chunks": left, "caches": streaming_caches(model, chunk, left)}
 
 
 def _load(checkpoint: Path) -> tuple[Transducer, dict]:
@@ -219,11 +343,12 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None,
-           sherpa: bool | None = None) -> Path:
+           sherpa: bool | None = None, chunk_ms: float | None = None, left_chunks: int | None = None) -> Path:
     """Write the export directory `out` for `checkpoint` (replacing an earlier export there); returns `out`.
 
     sherpa: None writes sherpa-onnx's tokens.txt and encoder metadata when sherpa-onnx computes the model's features
-    (and logs why not otherwise); True requires that (a UserError for a model it cannot run); False never does."""
+    (and logs why not otherwise); True requires that (a UserError for a model it cannot run); False never does.
+    chunk_ms, left_chunks: a streaming model's chunk step (default DEFAULT_CHUNK_MS and model.left_chunks)."""
     checkpoint, out = Path(checkpoint), Path(os.path.abspath(out))  # abspath: "." has a name and a parent too
     if quantize is not None and quantize not in QUANTIZE:
         raise UserError(f"--quantize {quantize!r}: choose from {list(QUANTIZE)}")
@@ -232,6 +357,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
     model, ckpt = _load(checkpoint)
     tokenizer = tokenizer_of(ckpt, checkpoint)
     c = model.config
+    stream = streaming_settings(model, checkpoint, chunk_ms, left_chunks)
     features = _features(c)
     why_not = sherpa_onnx.unsupported(c, features) if sherpa is not False else "not asked for (sherpa=False)"
     if why_not and sherpa:
@@ -239,14 +365,17 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
     if why_not and sherpa is None:
         log.info("%s: %s, so the export is for fastasr.runtime only; %s", checkpoint, why_not, sherpa_onnx.HINT)
     tokens_txt = None if why_not else sherpa_onnx.tokens_txt(tokenizer.pieces())
-    encoder_meta = None if why_not else sherpa_onnx.encoder_metadata(
-        c, features, f"fastasr {__version__} export of {checkpoint.name} (step {ckpt.get('step')})")
+    comment = f"fastasr {__version__} export of {checkpoint.name} (step {ckpt.get('step')})"
+    encoder_meta = None
+    if not why_not:  # a streaming model's features are the online recogniser's, its offline graph no one's
+        encoder_meta = (sherpa_onnx.online_encoder_metadata(c, features, stream, comment) if stream else
+                        sherpa_onnx.encoder_metadata(c, features, comment))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would follow the directory through the rename
     try:
-        check = _write_graphs(model, tmp, quantize, encoder_meta)
+        check = _write_graphs(model, tmp, quantize, encoder_meta, stream)
         source = {"checkpoint": str(checkpoint), "step": ckpt.get("step"), "weights_sha256": weights_digest(model),
                   "parameters": count_parameters(model), "model_config": asdict(c),
                   "torch": torch.__version__, **versions}
@@ -254,7 +383,8 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: s
                           subsampling=c.subsampling, encoder_dim=c.joint_dim, pred_layers=c.pred_layers,
                           pred_hidden=c.pred_hidden, vocab_size=c.vocab_size, max_symbols=MAX_SYMBOLS,
                           precisions=list(check), opset=OPSET, sherpa=tokens_txt is not None, source=source,
-                          check={p: {g: float(f"{d:.3g}") for g, d in v.items()} for p, v in check.items()})
+                          check={p: {g: float(f"{d:.3g}") for g, d in v.items()} for p, v in check.items()},
+                          streaming=stream)
         _write_json(tmp / TOKENIZER_JSON, tokenizer_json(tokenizer))
         if tokenizer.kind == "sentencepiece":  # for other runtimes (sherpa-onnx and the like); ours reads the json
             (tmp / MODEL_FILE).write_bytes(tokenizer.model)

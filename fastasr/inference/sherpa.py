@@ -44,8 +44,12 @@ def unsupported(config, features: dict) -> str | None:
     from fastasr.audio.fbank import FbankSettings
 
     s = FbankSettings.from_dict(features)
-    if s != FbankSettings.sherpa_nemo(s.n_mels, s.normalize, s.sample_rate) or s.sample_rate != 16000:
-        return f"sherpa-onnx computes other features than this model's kaldi fbank settings ({s})"
+    if getattr(config, "streaming", False):  # run by the OnlineRecognizer, which computes other settings
+        want, where = FbankSettings.sherpa_nemo_online(s.n_mels, s.sample_rate), "'s online recogniser"
+    else:
+        want, where = FbankSettings.sherpa_nemo(s.n_mels, s.normalize, s.sample_rate), ""
+    if s != want or s.sample_rate != 16000:
+        return f"sherpa-onnx{where} computes other features than this model's kaldi fbank settings ({s})"
     return None
 
 
@@ -77,6 +81,29 @@ def encoder_metadata(config, features: dict, comment: str) -> dict[str, str]:
         "is_giga_am": "0",
         "comment": comment,
     }
+
+
+def online_encoder_metadata(config, features: dict, stream: dict, comment: str) -> dict[str, str]:
+    """The streaming encoder graph's metadata_props for sherpa-onnx's OnlineRecognizer (2.0.1,
+    online-transducer-nemo-model.cc InitEncoder): a window of feature frames per call advancing by as many (the
+    graph caches its own left context, so windows do not overlap), the three caches' sizes past the batch."""
+    caches = stream["caches"]
+    meta = {
+        "model_type": "EncDecRNNTBPEModel",
+        "vocab_size": str(config.vocab_size - 1),
+        "window_size": str(stream["chunk_frames"] * config.subsampling),
+        "chunk_shift": str(stream["chunk_frames"] * config.subsampling),
+        "subsampling_factor": str(config.subsampling),
+        "pred_rnn_layers": str(config.pred_layers),
+        "pred_hidden": str(config.pred_hidden),
+        "normalize_type": NORMALIZE_TYPES[bool(features["normalize"])],
+        "feat_dim": str(features["n_mels"]),
+        "comment": comment,
+    }
+    for name in ("cache_last_channel", "cache_last_time"):
+        for i, n in enumerate(caches[name][1:], start=1):
+            meta[f"{name}_dim{i}"] = str(n)
+    return meta
 
 
 def set_metadata(path: Path, meta: dict[str, str]) -> None:

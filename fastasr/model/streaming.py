@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from fastasr.errors import UserError
+
 
 def chunk_attention_mask(valid: torch.Tensor, chunk: int | None, left_chunks: int) -> torch.Tensor:
     """Which keys each frame attends to, for scaled_dot_product_attention: a frame in chunk k sees the frames of
@@ -102,3 +104,19 @@ class StreamingEncoder:
             convs.append(cv)
         new = EncoderCache(frames, torch.stack(keys), torch.stack(values), torch.stack(convs), processed + C, seen)
         return x, valid.sum(1), new
+
+
+FRAME_MS = 10  # the front ends' hop: one feature frame per 10 ms
+
+
+def chunk_frames_of(config, chunk_ms: float, checkpoint) -> int:
+    """Encoder frames per chunk for `chunk_ms` milliseconds (a whole number of subsampled frames); UserError for a
+    model that was not trained to stream or a duration that is not a multiple of its frame."""
+    frame = FRAME_MS * config.subsampling
+    if not getattr(config, "streaming", False):
+        raise UserError(f"--chunk-ms {chunk_ms:g}: {checkpoint} is not a streaming model (train one with "
+                        "model.streaming=true); it sees the whole utterance")
+    if chunk_ms <= 0 or chunk_ms % frame:
+        raise UserError(f"--chunk-ms {chunk_ms:g}: must be a positive multiple of {frame} ms, the model's encoder "
+                        f"frame ({FRAME_MS} ms x subsampling {config.subsampling})")
+    return int(chunk_ms // frame)

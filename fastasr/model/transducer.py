@@ -188,11 +188,14 @@ def log_mel(c: ModelConfig):
     fastasr.model.fbank.KaldiFbank ("kaldi"); each maps (audio (B, S), lengths (B,)) → (feats (B, T, n_mels),
     lengths (B,)), fed the waveform that waveform_of(c) names."""
     if c.frontend == "kaldi":
-        from fastasr.model.fbank import KaldiFbank
+        from fastasr.model.fbank import FbankSettings, KaldiFbank
 
-        # A streaming model's features cannot be normalised per utterance (that reads the whole of it): its frames
-        # depend on their own samples only (fastasr.audio.fbank_stream; sherpa-onnx's normalize_type "NA").
-        return KaldiFbank(n_mels=c.n_mels, normalize=not c.streaming)
+        if c.streaming:
+            # A streaming model's features cannot be normalised per utterance (that reads the whole of it): its
+            # frames depend on their own samples only (fastasr.audio.fbank_stream), and they are the ones
+            # sherpa-onnx's OnlineRecognizer computes for a NeMo transducer, which has no normalisation.
+            return KaldiFbank(settings=FbankSettings.sherpa_nemo_online(c.n_mels))
+        return KaldiFbank(n_mels=c.n_mels)
     from fastasr.model.features import LogMel
 
     return LogMel(n_mels=c.n_mels)

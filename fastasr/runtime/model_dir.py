@@ -101,12 +101,38 @@ FEATURE_TYPES = ("log_mel", "kaldi_fbank")
 WAVEFORM_AUDIO = {"peak_preemphasis": True, "raw": False}  # → audio.peak_normalize
 
 
+# A streaming model's export adds the encoder as one chunk step with its caches as inputs and outputs
+# (fastasr.model.streaming.StreamingEncoder.step at the exported chunk size and left context, all shapes static
+# but the batch of streams N), in the calling convention of sherpa-onnx's online NeMo transducers
+# (online-transducer-nemo-model.cc: inputs and outputs by position, caches opaque, zeros at a stream's start):
+#     DIR/streaming_encoder.onnx  features (N, n_mels, chunk feature frames), feature_lengths (N,) i64: the frames
+#                                 of the chunk that exist (fewer only in a stream's last chunk), cache_last_channel,
+#                                 cache_last_time (f32), cache_last_channel_len (N,) i64
+#                                 → encoder_out (N, J, chunk frames), encoder_out_lengths (N,) i64, the three
+#                                 caches for the next chunk (each input's name + "_next")
+# What the caches hold is fastasr.inference.export.CacheLayout's; their shapes are in model.json's
+# streaming.caches with "N" for the batch.
+STREAMING_GRAPH = "streaming_encoder"
+STREAMING_CACHES = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
+STREAMING_INT_CACHES = ("cache_last_channel_len",)
+MAX_CACHE_ELEMENTS = 1 << 28  # per stream and cache: 1 GB of float32, far above a real model's (tiny: 40 K)
+
+
+def streaming_io(cache_shapes: dict[str, list]) -> tuple[dict, dict]:
+    """The streaming encoder's (inputs, outputs), name → axes, for model.json's streaming.caches."""
+    caches = dict(cache_shapes)
+    inputs = {"features": ["N", "n_mels", "T_chunk"], "feature_lengths": ["N"], **caches}
+    outputs = {"encoder_out": ["N", "J", "C"], "encoder_out_lengths": ["N"],
+               **{f"{name}_next": axes for name, axes in caches.items()}}
+    return inputs, outputs
+
+
 def graph_file(graph: str, precision: str = "float") -> str:
     return f"{graph}.onnx" if precision == "float" else f"{graph}.{precision}.onnx"
 
 
 EXPORT_FILES = frozenset({MODEL_JSON, TOKENIZER_JSON, MODEL_FILE, TOKENS_TXT,
-                          *(graph_file(g, p) for g in GRAPHS for p in PRECISIONS)})
+                          *(graph_file(g, p) for g in (*GRAPHS, STREAMING_GRAPH) for p in PRECISIONS)})
 
 
 def is_export(path: Path) -> bool:
@@ -137,9 +163,10 @@ def log_mel_features(mel: MelSettings) -> dict:
 
 def model_json(*, features: dict, waveform: str, preemphasis: float, subsampling: int, encoder_dim: int,
                pred_layers: int, pred_hidden: int, vocab_size: int, max_symbols: int, precisions: list[str],
-               opset: int, sherpa: bool, source: dict, check: dict) -> dict:
+               opset: int, sherpa: bool, source: dict, check: dict, streaming: dict | None = None) -> dict:
     """features: log_mel_features(…) or the kaldi front end's settings (FbankSettings.to_dict); waveform: a key
-    of WAVEFORM_AUDIO (preemphasis is its coefficient for "peak_preemphasis")."""
+    of WAVEFORM_AUDIO (preemphasis is its coefficient for "peak_preemphasis"); streaming: a streaming model's
+    {"chunk_frames", "left_chunks", "caches": {name: axes}} (the graphs' files and I/O are added here)."""
     from fastasr import __version__
 
     blank = (BLANK - TOKENIZER_ID_OFFSET) % vocab_size
@@ -163,11 +190,38 @@ def model_json(*, features: dict, waveform: str, preemphasis: float, subsampling
         "opset": opset,
         # How sherpa-onnx loads this directory (its decoder is our predictor), or null: its features are not ones
         # sherpa-onnx computes.
-        "sherpa_onnx": {"model_type": "nemo_transducer", "tokens": TOKENS_TXT, "decoder": "predictor"}
-        if sherpa else None,
+        # A streaming model's: sherpa-onnx's OnlineRecognizer with the streaming encoder (its fbank is the online
+        # one, which the whole-utterance encoder.onnx was not trained on, so that one is for fastasr.runtime).
+        "sherpa_onnx": ({"model_type": "nemo_transducer", "tokens": TOKENS_TXT, "decoder": "predictor",
+                         "recognizer": "online" if streaming else "offline",
+                         "encoder": graph_file(STREAMING_GRAPH if streaming else "encoder")}
+                        if sherpa else None),
+        "streaming": None if streaming is None else {
+            **streaming, "feature_frames": streaming["chunk_frames"] * subsampling,
+            "graphs": {p: graph_file(STREAMING_GRAPH, p) for p in precisions},
+            "io": dict(zip(("inputs", "outputs"), streaming_io(streaming["caches"])))},
         "source": source,
         "check": check,
     }
+
+
+@dataclass(frozen=True)
+class StreamingSpec:
+    """model.json's streaming section, validated."""
+
+    chunk_frames: int  # encoder frames per chunk step
+    left_chunks: int  # chunks of left context the attention keeps
+    feature_frames: int  # feature frames per chunk step: chunk_frames · subsampling
+    caches: dict  # name → shape with -1 for the batch, in the graph's input order after the features
+    int_caches: tuple[str, ...]  # the int64 ones
+
+    def initial_caches(self, batch: int) -> dict:
+        """Zeros of every cache for `batch` streams: the state before a stream's first chunk."""
+        import numpy as np
+
+        return {name: np.zeros([batch if a == -1 else a for a in shape],
+                               np.int64 if name in self.int_caches else np.float32)
+                for name, shape in self.caches.items()}
 
 
 @dataclass(frozen=True)
@@ -188,12 +242,20 @@ class ModelDir:
     pred_layers: int
     pred_hidden: int
     tokenizer: CharTokenizer | PieceDecoder
+    streaming: StreamingSpec | None = None  # a streaming model's chunk step, else None
 
     def graph(self, graph: str, precision: str = "float") -> Path:
         if precision not in self.meta["graphs"]:
             hint = " (export with --quantize int8)" if precision == "int8" else ""
             raise UserError(f"{self.path}: has no {precision} graphs{hint}; it holds {sorted(self.meta['graphs'])}")
-        path = self.path / self.meta["graphs"][precision][graph]  # a plain name inside the directory (_inside)
+        if graph == STREAMING_GRAPH:
+            if self.streaming is None:
+                raise UserError(f"{self.path}: an export of a model that does not stream (it reads the whole "
+                                "utterance); train one with model.streaming=true and export it")
+            name = self.meta["streaming"]["graphs"][precision]
+        else:
+            name = self.meta["graphs"][precision][graph]
+        path = self.path / name  # a plain name inside the directory (_inside)
         if not path.is_file():
             raise UserError(f"{path}: missing from the export directory (model.json lists it)")
         return path
@@ -302,12 +364,55 @@ def read_model_dir(path: str | Path) -> ModelDir:
                         f"blank to tokenizer id {BLANK} ((id + offset) % {vocab_size})")
     tokenizer = _read_tokenizer(_inside(path, _field(meta, "tokenizer", str, meta_path), "tokenizer", meta_path),
                                 vocab_size)
+    streaming = _read_streaming(meta, meta_path, path, feature_type, features)
     return ModelDir(path=path, meta=meta, feature_type=feature_type, features=features, waveform=waveform,
                     preemphasis=float(preemphasis), blank=blank, tokenizer_id_offset=offset, vocab_size=vocab_size,
                     max_symbols=_number(meta, "decoding.max_symbols_per_frame", meta_path),
                     encoder_dim=_number(meta, "encoder.dim", meta_path),
                     pred_layers=_number(meta, "predictor.layers", meta_path),
-                    pred_hidden=_number(meta, "predictor.hidden", meta_path), tokenizer=tokenizer)
+                    pred_hidden=_number(meta, "predictor.hidden", meta_path), tokenizer=tokenizer,
+                    streaming=streaming)
+
+
+def _read_streaming(meta: dict, meta_path: Path, path: Path, feature_type: str, features) -> StreamingSpec | None:
+    """model.json's streaming section (None when absent or null): sizes in range, the caches' names and shapes
+    those of fastasr.model.streaming's step, a front end that needs no whole-utterance statistics."""
+    section = meta.get("streaming")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise UserError(f"{meta_path}: field 'streaming' is {section!r}, expected an object or null")
+    sizes = {}
+    for key, low in (("chunk_frames", 1), ("left_chunks", 0), ("feature_frames", 1)):
+        value = _field(meta, f"streaming.{key}", int, meta_path)
+        if not low <= value <= 4096:
+            raise UserError(f"{meta_path}: field 'streaming.{key}' is {value!r}, expected an integer in {low}..4096")
+        sizes[key] = value
+    if sizes["feature_frames"] != sizes["chunk_frames"] * _number(meta, "encoder.subsampling", meta_path):
+        raise UserError(f"{meta_path}: streaming.feature_frames is not chunk_frames × encoder.subsampling")
+    if feature_type != "kaldi_fbank" or features.normalize:
+        raise UserError(f"{meta_path}: a streaming export needs the kaldi fbank without per-utterance "
+                        "normalisation (features.type kaldi_fbank, normalize false)")
+    caches = _field(meta, "streaming.caches", dict, meta_path)
+    if list(caches) != list(STREAMING_CACHES):
+        raise UserError(f"{meta_path}: streaming.caches are {list(caches)}, expected {list(STREAMING_CACHES)}")
+    shapes = {}
+    for name, axes in caches.items():
+        if not (isinstance(axes, list) and axes.count("N") == 1 and all(
+                a == "N" or (isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= MAX_CACHE_ELEMENTS)
+                for a in axes)):
+            raise UserError(f"{meta_path}: streaming.caches.{name} is {axes!r}, expected sizes with one 'N'")
+        if math.prod(a for a in axes if a != "N") > MAX_CACHE_ELEMENTS:
+            raise UserError(f"{meta_path}: streaming.caches.{name} {axes} holds more than {MAX_CACHE_ELEMENTS} "
+                            "numbers per stream")
+        shapes[name] = [-1 if a == "N" else a for a in axes]
+    graphs = _field(meta, "streaming.graphs", dict, meta_path)
+    if set(graphs) != set(meta["graphs"]):
+        raise UserError(f"{meta_path}: streaming.graphs must name a file for each precision of 'graphs'")
+    for precision, name in graphs.items():
+        _inside(path, name, f"streaming.graphs.{precision}", meta_path)
+    return StreamingSpec(sizes["chunk_frames"], sizes["left_chunks"], sizes["feature_frames"], shapes,
+                         STREAMING_INT_CACHES)
 
 
 def _read_waveform(meta: dict, meta_path: Path) -> tuple[str, float]:

@@ -13,7 +13,7 @@ import numpy as np
 from fastasr.audio.files import Transcript, transcribe_files
 from fastasr.audio.mel import log_mel
 from fastasr.errors import UserError
-from fastasr.runtime.model_dir import GRAPHS, IO, PRECISIONS, read_model_dir
+from fastasr.runtime.model_dir import GRAPHS, IO, PRECISIONS, STREAMING_GRAPH, read_model_dir, streaming_io
 
 
 def _onnxruntime():
@@ -25,7 +25,7 @@ def _onnxruntime():
     return onnxruntime
 
 
-def _session(ort, path: Path, graph: str, options, expect: dict):
+def _session(ort, path: Path, graph: str, options, expect: dict, io: tuple | None = None):
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
     load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
@@ -35,13 +35,16 @@ def _session(ort, path: Path, graph: str, options, expect: dict):
     except load_errors as exc:
         reason = str(exc).split(" : ")[-1].split("failed:")[-1].strip()  # onnxruntime repeats the path
         raise UserError(f"{path}: not a loadable ONNX graph ({reason})") from None
-    inputs, outputs = IO[graph]
+    inputs, outputs = io or IO[graph]
     got = [(a.name, a.shape) for a in (*session.get_inputs(), *session.get_outputs())]
     want = [(name, [a if isinstance(a, int) else expect.get(a, "?") for a in axes])
             for name, axes in (*inputs.items(), *outputs.items())]
+    # An output's size the exporter could not infer is a name in the graph (the run gives the size): any size.
+    n_in = len(inputs)
     fits = len(got) == len(want) and all(
-        g[0] == w[0] and len(g[1]) == len(w[1]) and all(b == "?" or a == b for a, b in zip(g[1], w[1]))
-        for g, w in zip(got, want))
+        g[0] == w[0] and len(g[1]) == len(w[1]) and all(
+            b == "?" or a == b or (i >= n_in and isinstance(a, str)) for a, b in zip(g[1], w[1]))
+        for i, (g, w) in enumerate(zip(got, want)))
     if not fits:
         raise UserError(f"{path}: the {graph} graph's inputs and outputs are {got}, expected {want} (? = any size)")
     return session
@@ -84,6 +87,34 @@ class OnnxTransducer:
         self.blank = d.blank
         self.waveform = d.waveform
         self._features = _feature_function(d.feature_type)
+        # the engine of fastasr.runtime.stream.Stream, for an export of a streaming model
+        self.streaming = d.streaming
+        self.max_symbols, self.pred_layers, self.pred_hidden = d.max_symbols, d.pred_layers, d.pred_hidden
+        self.fbank_settings = d.features
+        self.frame_seconds = d.meta["encoder"]["subsampling"] * d.features.hop_length / d.features.sample_rate
+        if d.streaming is not None:
+            s = d.streaming
+            io = streaming_io({name: ["N" if a == -1 else a for a in shape] for name, shape in s.caches.items()})
+            axes.update(T_chunk=s.feature_frames, C=s.chunk_frames)
+            self.sessions[STREAMING_GRAPH] = _session(ort, d.graph(STREAMING_GRAPH, precision), STREAMING_GRAPH,
+                                                      options, axes, io)
+            self._stream_outputs = list(io[1])
+
+    def stream(self, sample_rate: int = 16000):
+        """A fastasr.runtime.stream.Stream on this export of a streaming model: accept_waveform(samples), text,
+        finish()."""
+        from fastasr.runtime.stream import Stream
+
+        if self.streaming is None:
+            raise UserError(f"{self.dir.path}: an export of a model that does not stream (it reads the whole "
+                            "utterance); train one with model.streaming=true and export it")
+        return Stream(self, sample_rate)
+
+    def encode_chunk(self, feats: np.ndarray, lens: np.ndarray, caches: dict) -> tuple:
+        """One chunk step of the streaming encoder: (N, n_mels, feature_frames) features and how many of them
+        exist (N,), the caches (name → array) → (N, J, chunk_frames) encoder output, its lengths, the new caches."""
+        out = self.sessions[STREAMING_GRAPH].run(None, {"features": feats, "feature_lengths": lens, **caches})
+        return out[0], out[1], dict(zip(caches, out[2:]))
 
     def features(self, pieces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(B, n_mels, T) float32 features, zero past each length, and the lengths (B,) int64."""
