@@ -55,6 +55,7 @@ class Transcript(NamedTuple):
     path: str
     text: str | None  # None when the file could not be read
     error: str | None = None  # why not
+    words: list[tuple[str, float, float]] | None = None  # (word, start s, end s) when timestamps were asked for
 
 
 def mono_16k(x: np.ndarray, sr: int) -> np.ndarray:
@@ -151,6 +152,7 @@ class _Piece:
     file: int  # index in the window
     part: int  # position in its file
     audio: np.ndarray  # normalised + pre-emphasised, as in training
+    start: float = 0.0  # seconds into its file
 
 
 def _windows(paths: list[str]) -> Iterator[list[tuple[str, np.ndarray | UnreadableAudio]]]:
@@ -190,7 +192,9 @@ def transcribe_files(paths: Iterable[str | os.PathLike], recognise: Recognise, *
 
     on_error="raise": an unreadable file raises UnreadableAudio naming it. on_error="skip": it is yielded as
     Transcript(path, None, why) and the rest goes on. waveform: how each piece is conditioned (WAVEFORMS;
-    `preemphasis` is the coefficient of "peak_preemphasis").
+    `preemphasis` is the coefficient of "peak_preemphasis"). A recogniser whose `timestamps` attribute is true
+    returns (text, words) per piece, each word (word, start, end) in seconds into the piece: the Transcripts then
+    carry the words in seconds into their file.
     """
     if waveform not in WAVEFORMS:
         raise ValueError(f"waveform must be one of {WAVEFORMS}, got {waveform!r}")
@@ -200,6 +204,7 @@ def transcribe_files(paths: Iterable[str | os.PathLike], recognise: Recognise, *
         raise ValueError(f"batch_seconds must be > 0, got {batch_seconds}")
     paths = [str(p) for p in paths]
     max_samples = int(max_piece_seconds * SAMPLE_RATE)
+    timed = bool(getattr(recognise, "timestamps", False))
 
     from tqdm import tqdm
 
@@ -211,17 +216,23 @@ def transcribe_files(paths: Iterable[str | os.PathLike], recognise: Recognise, *
                 if on_error == "raise":
                     raise audio
                 continue
-            pieces += [_Piece(i, k, condition(p, waveform, preemphasis))
-                       for k, p in enumerate(split_long(audio, max_samples))]
-        texts: dict[int, dict[int, str]] = {}  # file → {part: text}
+            start = 0
+            for k, p in enumerate(split_long(audio, max_samples)):
+                pieces.append(_Piece(i, k, condition(p, waveform, preemphasis), start / SAMPLE_RATE))
+                start += p.size
+        texts: dict[int, dict[int, tuple]] = {}  # file → {part: (text, words in the file's seconds)}
         for batch in _batches(pieces, batch_seconds):
-            for p, text in zip(batch, recognise([p.audio for p in batch]), strict=True):
-                texts.setdefault(p.file, {})[p.part] = text
+            for p, out in zip(batch, recognise([p.audio for p in batch]), strict=True):
+                text, words = out if timed else (out, None)
+                if words is not None:
+                    words = [(w, round(a + p.start, 3), round(b + p.start, 3)) for w, a, b in words]
+                texts.setdefault(p.file, {})[p.part] = (text, words)
         for i, (path, audio) in enumerate(window):
             bar.update(1)
             if isinstance(audio, UnreadableAudio):
                 yield Transcript(path, None, str(audio))
                 continue
-            parts = texts[i]
-            yield Transcript(path, " ".join(parts[k] for k in range(len(parts)) if parts[k]))
+            parts = [texts[i][k] for k in range(len(texts[i]))]
+            words = [w for _, ws in parts for w in ws] if timed else None
+            yield Transcript(path, " ".join(t for t, _ in parts if t), None, words)
     bar.close()

@@ -1,9 +1,12 @@
 """`fastasr transcribe (--checkpoint CKPT | --model EXPORT_DIR) AUDIO…`: one `path<TAB>text` line per file, printed
-as they are done. `--model` runs an export of `fastasr export` with onnxruntime and never imports torch."""
+as they are done (`--timestamps`: a third column with each word's times). `--model` runs an export of `fastasr
+export` with onnxruntime and never imports torch. `--stream` feeds each file to a streaming model chunk by chunk
+(fastasr.runtime.stream), the partial results on stderr as `path<TAB>seconds fed<TAB>text`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from fastasr.commands.args import non_negative_int, positive_float, positive_int
@@ -28,16 +31,30 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="padded seconds of audio per batch (pieces are sorted by length before batching)")
     p.add_argument("--max-piece-seconds", type=positive_float, default=30.0, metavar="S",
                    help="longer recordings are cut at quiet points into pieces of at most this length")
+    p.add_argument("--timestamps", action="store_true",
+                   help="a third column: each word with its start and end in seconds, as JSON "
+                        "[[word, start, end], …] (greedy decoding; the times are the frames that emitted its tokens)")
+    p.add_argument("--stream", action="store_true",
+                   help="a streaming model (model.streaming=true): feed each file chunk by chunk as a live stream "
+                        "would, print the partial result on stderr as it grows and the final one on stdout")
+    p.add_argument("--chunk-ms", type=positive_float, default=None, metavar="MS",
+                   help="with --stream: the chunk, a multiple of the model's encoder frame (--checkpoint: default "
+                        "640; --model: the exported one)")
 
 
 def _transcripts(args: argparse.Namespace, progress: bool):
+    if args.stream:
+        return _streamed(args)
+    if args.chunk_ms is not None:
+        raise UserError("--chunk-ms applies to --stream (simulated streaming of a whole test set: fastasr eval "
+                        "--chunk-ms)")
     from fastasr.audio.files import QUIET_FRAME, SAMPLE_RATE
 
     shortest = 3 * QUIET_FRAME / SAMPLE_RATE  # a cut is searched in the last third, in 20-ms frames
     if args.max_piece_seconds < shortest:
         raise UserError(f"--max-piece-seconds wants at least {shortest:g}, got {args.max_piece_seconds:g}")
     common = dict(threads=args.threads, batch_seconds=args.batch_seconds, max_piece_seconds=args.max_piece_seconds,
-                  on_error="skip", progress=progress)
+                  on_error="skip", progress=progress, timestamps=args.timestamps)
     if args.model is not None:
         if args.beam != 1:
             raise UserError("--beam applies to --checkpoint; an export (--model) is decoded greedily")
@@ -51,6 +68,49 @@ def _transcripts(args: argparse.Namespace, progress: bool):
     return iter_transcripts(args.checkpoint, args.audio, beam=args.beam, device=args.device, **common)
 
 
+def _streamed(args: argparse.Namespace):
+    """Transcripts of the files streamed one by one: each read whole (any format, rate, channels), then fed in
+    pieces of one chunk, the partial result on stderr whenever it changes."""
+    from fastasr.audio.files import SAMPLE_RATE, Transcript, UnreadableAudio, read_mono
+
+    if args.beam != 1:
+        raise UserError("--stream decodes greedily: leave --beam at 1")
+    if args.model is not None:
+        from fastasr.runtime import OnnxTransducer
+
+        engine = OnnxTransducer(args.model, precision="int8" if args.int8 else "float", threads=args.threads)
+        if engine.streaming is None:
+            raise UserError(f"--stream: {args.model} is an export of a model that does not stream (it reads the "
+                            "whole utterance); train one with model.streaming=true and export it")
+        chunk_ms = engine.streaming.chunk_frames * engine.frame_seconds * 1000
+        if args.chunk_ms is not None and abs(args.chunk_ms - chunk_ms) > 1e-6:
+            raise UserError(f"--chunk-ms {args.chunk_ms:g}: {args.model} was exported with {chunk_ms:g}-ms chunks "
+                            f"(export again with --chunk-ms {args.chunk_ms:g})")
+    else:
+        if args.int8:
+            raise UserError("--int8 applies to --model EXPORT_DIR, not to --checkpoint")
+        from fastasr.inference.streaming import CheckpointStreamEngine
+
+        engine = CheckpointStreamEngine(args.checkpoint, chunk_ms=args.chunk_ms, threads=args.threads)
+        chunk_ms = engine.streaming.chunk_frames * engine.frame_seconds * 1000
+    piece = int(round(chunk_ms * SAMPLE_RATE / 1000))
+    for path in args.audio:
+        try:
+            audio = read_mono(path)
+        except UnreadableAudio as exc:
+            yield Transcript(path, None, str(exc))
+            continue
+        stream, shown = engine.stream(), ""
+        for start in range(0, audio.size, piece):
+            stream.accept_waveform(audio[start:start + piece])
+            if stream.text != shown:
+                shown = stream.text
+                print(f"{path}\t{min(start + piece, audio.size) / SAMPLE_RATE:.2f} s\t{shown}", file=sys.stderr,
+                      flush=True)
+        result = stream.finish()
+        yield Transcript(path, result.text, None, result.words if args.timestamps else None)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every file was transcribed; 1 when some could not be read (each is named on stderr). A user
     mistake (a missing checkpoint, a missing or corrupt export directory) is a UserError: one line, exit 2."""
@@ -62,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             tqdm.write(f"fastasr transcribe: skipped {t.error}", file=sys.stderr)
             continue
-        tqdm.write(f"{t.path}\t{t.text}", file=sys.stdout)  # above the progress bar, when there is one
+        words = "" if t.words is None else "\t" + json.dumps([[w, a, b] for w, a, b in t.words], ensure_ascii=False)
+        tqdm.write(f"{t.path}\t{t.text}{words}", file=sys.stdout)  # above the progress bar, when there is one
         sys.stdout.flush()
     if failed:
         print(f"fastasr transcribe: {failed} of {len(args.audio)} files could not be read (named above)",

@@ -15,6 +15,10 @@ The graphs come from torch's TorchScript-based exporter (`dynamo=False`, opset 1
 seconds, where the torch.export-based one took minutes and needs onnxscript besides. Every graph then passes the
 ONNX checker (full_check: types and shapes) and an onnxruntime run on inputs of another batch size and length than
 the traced ones, compared with torch (the largest differences are recorded in model.json's `check`).
+A streaming model (model.streaming) also gets streaming_encoder.onnx, its encoder as one chunk step at the chunk and
+left context asked for (`chunk_ms`, `left_chunks`), the caches in and out in the layout of sherpa-onnx's NeMo
+cache-aware models (CacheLayout), checked deep in a stream; sherpa-onnx's online metadata is written on that graph,
+since the online recogniser computes this model's features and the offline one does not.
 `quantize="int8"` adds onnxruntime's dynamic quantisation of each graph (int8 weights, activations quantised per
 call) as *.int8.onnx beside the float graphs, never instead of them.
 
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -39,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastasr import __version__
@@ -47,19 +49,19 @@ from fastasr.audio.files import PREEMPHASIS
 from fastasr.audio.mel import MelSettings
 from fastasr.errors import UserError
 from fastasr.inference import sherpa as sherpa_onnx
+from fastasr.inference.stream_graph import StreamingEncoderGraph, streaming_inputs, streaming_settings
 from fastasr.model.checkpoint import load, model_of, weights_digest
 from fastasr.model.decode import MAX_SYMBOLS
 from fastasr.model.transducer import Transducer, count_parameters, log_mel, waveform_of
-from fastasr.model.streaming import EncoderCache, StreamingEncoder, chunk_frames_of
-from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, STREAMING_GRAPH,
-                                       TOKENIZER_ID_OFFSET, TOKENIZER_JSON, TOKENS_TXT, graph_file, is_export,
-                                       log_mel_features, model_json, streaming_io, tokenizer_json)
+from fastasr.runtime.model_dir import (DYNAMIC_AXES, EXPORT_FILES, GRAPHS, IO, MODEL_JSON, TOKENIZER_ID_OFFSET,
+                                       TOKENIZER_JSON, TOKENS_TXT, graph_file, is_export, log_mel_features,
+                                       model_json, tokenizer_json)
+from fastasr.runtime.stream_spec import STREAMING_GRAPH, streaming_io
 from fastasr.text.tokenizer import MODEL_FILE, tokenizer_of
 
 log = logging.getLogger("fastasr.export")
 
 OPSET = 17
-DEFAULT_CHUNK_MS = 640  # a streaming model's exported chunk: icefall's and WeNet's usual 640 ms
 QUANTIZE = ("int8",)
 CHECK_TOLERANCE = 1e-3  # float graph vs torch, max abs difference on the check inputs; above it is an export bug
 
@@ -100,95 +102,6 @@ class _Joiner(nn.Module):
         logits = self.joiner(encoder_out[:, :, 0], predictor_out[:, :, 0])  # (N, V)
         k = TOKENIZER_ID_OFFSET
         return torch.cat([logits[:, k:], logits[:, :k]], dim=1)  # (N, V)
-
-
-class _StreamingEncoder(nn.Module):
-    """One chunk step of a streaming model's encoder (fastasr.model.streaming.StreamingEncoder.step) in the calling
-    convention of sherpa-onnx's online NeMo transducers (fastasr.runtime.model_dir): channels first, through the
-    joiner's encoder projection, the caches packed into NeMo's three (`pack_caches`)."""
-
-    def __init__(self, model: Transducer, chunk_frames: int, left_chunks: int):
-        super().__init__()
-        self.model = model
-        self.stream = StreamingEncoder(model.encoder, chunk_frames, left_chunks)
-        self.layout = CacheLayout.of(self.stream)
-
-    def forward(self, features, feature_lengths, cache_last_channel, cache_last_time, cache_last_channel_len):
-        cache = self.layout.unpack(cache_last_channel, cache_last_time, cache_last_channel_len)
-        x, lens, new = self.stream.step(features.transpose(1, 2), feature_lengths, cache)  # (N, C, D), (N,)
-        return (self.model.joiner.enc_proj(x).transpose(1, 2), lens, *self.layout.pack(new))
-
-
-class CacheLayout:
-    """fastasr.model.streaming.EncoderCache in sherpa-onnx's three NeMo caches, which it treats as opaque
-    zero-initialised tensors, batch first (online-transducer-nemo-model.cc):
-
-    - cache_last_channel (N, L, W + R, 2·D): per layer, the W rotated attention keys and values of the left context
-      side by side on the last axis, then R rows holding the subsampling's last input frames (each stride-2
-      layer's, flattened and zero-padded to R · 2·D · L numbers);
-    - cache_last_time (N, L, D, kernel - 1): the depthwise convolutions' inputs before the chunk;
-    - cache_last_channel_len (N,) int64: the encoder frames stepped so far (chunks · C), which gives the key
-      positions and how many cached frames exist. Every chunk but a stream's last is whole, so the feature frames
-      seen so far are that times the subsampling plus this chunk's feature_lengths.
-    """
-
-    def __init__(self, sub_shapes: list[tuple[int, ...]], layers: int, heads: int, window: int, d_model: int,
-                 factor: int):
-        self.sub_shapes, self.L, self.h, self.W, self.D = sub_shapes, layers, heads, window, d_model
-        self.factor = factor
-        self.sub_size = sum(math.prod(s) for s in sub_shapes)
-        self.R = -(-self.sub_size // (layers * 2 * d_model))  # rows for the subsampling frames
-
-    @classmethod
-    def of(cls, stream: StreamingEncoder) -> CacheLayout:
-        c = stream.initial_caches(1)
-        L, _, h, W, dh = c.keys.shape
-        return cls([tuple(t.shape[1:]) for t in c.subsampling], L, h, W, h * dh, stream.factor)
-
-    def shapes(self, kernel_context: int) -> dict[str, list]:
-        return {"cache_last_channel": ["N", self.L, self.W + self.R, 2 * self.D],
-                "cache_last_time": ["N", self.L, self.D, kernel_context], "cache_last_channel_len": ["N"]}
-
-    def pack(self, c: EncoderCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        N = c.keys.shape[1]
-        kv = torch.cat([c.keys, c.values], -1)  # (L, N, h, W, 2·dh): keys | values per head
-        kv = kv.permute(1, 0, 3, 2, 4).reshape(N, self.L, self.W, 2 * self.D)
-        sub = torch.cat([t.reshape(N, -1) for t in c.subsampling], 1)  # (N, sub_size)
-        sub = F.pad(sub, (0, self.L * self.R * 2 * self.D - self.sub_size)).view(N, self.L, self.R, 2 * self.D)
-        return torch.cat([kv, sub], 2), c.conv.transpose(0, 1), c.processed
-
-    def unpack(self, channel: torch.Tensor, time: torch.Tensor, processed: torch.Tensor) -> EncoderCache:
-        N, dh = channel.shape[0], self.D // self.h
-        kv = channel[:, :, :self.W].reshape(N, self.L, self.W, self.h, 2 * dh).permute(1, 0, 3, 2, 4)
-        sub = channel[:, :, self.W:].reshape(N, -1)
-        frames, at = [], 0
-        for shape in self.sub_shapes:
-            n = math.prod(shape)
-            frames.append(sub[:, at:at + n].reshape(N, *shape))
-            at += n
-        return EncoderCache(tuple(frames), kv[..., :dh], kv[..., dh:], time.transpose(0, 1), processed,
-                            processed * self.factor)
-
-
-def streaming_caches(model: Transducer, chunk_frames: int, left_chunks: int) -> dict[str, list]:
-    """model.json's streaming.caches: name → axes ("N" for the batch of streams), in the graph's order."""
-    stream = StreamingEncoder(model.encoder, chunk_frames, left_chunks)
-    return CacheLayout.of(stream).shapes(model.encoder.layers[0].conv.context)
-
-
-def _streaming_inputs(model: Transducer, stream: dict, batch: int, seed: int, chunks: int) -> tuple:
-    """Inputs for the chunk step: a mid-stream state (after `chunks` chunks of random features), ragged."""
-    c = model.config
-    g = torch.Generator().manual_seed(seed)
-    enc = StreamingEncoder(model.encoder, stream["chunk_frames"], stream["left_chunks"])
-    caches = enc.initial_caches(batch)
-    F_ = enc.feature_frames
-    with torch.no_grad():
-        for _ in range(chunks):
-            lens = torch.full((batch,), F_, dtype=torch.int64)
-            _, _, caches = enc.step(torch.randn(batch, F_, c.n_mels, generator=g), lens, caches)
-    lens = torch.linspace(F_, max(1, F_ // 3), batch).round().long()  # a last, partial chunk for some streams
-    return (torch.randn(batch, c.n_mels, F_, generator=g), lens, *CacheLayout.of(enc).pack(caches))
 
 
 def _inputs(model: Transducer, batch: int, frames: int, seed: int) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -261,10 +174,10 @@ def _write_graphs(model: Transducer, out: Path, quantize: str | None, encoder_me
     checked = _inputs(model, batch=3, frames=23 * c.subsampling + 5, seed=1)  # other sizes: the axes are dynamic
     graphs, ios = list(GRAPHS), dict(IO)
     if stream is not None:
-        modules[STREAMING_GRAPH] = _StreamingEncoder(model, stream["chunk_frames"], stream["left_chunks"]).eval()
+        modules[STREAMING_GRAPH] = StreamingEncoderGraph(model, stream["chunk_frames"], stream["left_chunks"]).eval()
         # traced at the start of a stream, checked deep in one: the caches' contents must not be baked in
-        traced[STREAMING_GRAPH] = _streaming_inputs(model, stream, batch=2, seed=0, chunks=0)
-        checked[STREAMING_GRAPH] = _streaming_inputs(model, stream, batch=3, seed=1,
+        traced[STREAMING_GRAPH] = streaming_inputs(model, stream, batch=2, seed=0, chunks=0)
+        checked[STREAMING_GRAPH] = streaming_inputs(model, stream, batch=3, seed=1,
                                                      chunks=stream["left_chunks"] + 2)
         graphs.append(STREAMING_GRAPH)
         ios[STREAMING_GRAPH] = streaming_io(stream["caches"])
@@ -285,25 +198,6 @@ def _write_graphs(model: Transducer, out: Path, quantize: str | None, encoder_me
                 sherpa_onnx.set_metadata(out / graph_file(g, quantize), encoder_meta)
             check[quantize][g] = _check(out / graph_file(g, quantize), modules[g], checked[g], g, ios[g])
     return check
-
-
-def streaming_settings(model: Transducer, checkpoint: Path, chunk_ms: float | None,
-                       left_chunks: int | None) -> dict | None:
-    """The chunk step to export for a streaming model ({"chunk_frames", "left_chunks", "caches"}), None for
-    another model (a UserError if a chunk was asked of it)."""
-    c = model.config
-    if not c.streaming:
-        if chunk_ms is not None or left_chunks is not None:
-            raise UserError(f"--chunk-ms/--left-chunks: {checkpoint} is not a streaming model (train one with "
-                            "model.streaming=true)")
-        return None
-    chunk = chunk_frames_of(c, DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms, checkpoint)
-    left = c.left_chunks if left_chunks is None else left_chunks
-    if left < 0:
-        raise UserError(f"{checkpoint}: model.left_chunks is -1 (all the past), so a stream's attention caches would "
-                        "grow without end; export with --left-chunks N (chunks of left context to keep, e.g. "
-                        f"{max(1, 2560 // int(chunk * c.subsampling * 10))} for ~2.5 s)")
-    return {"chunk_frames": chunk, "left_chunks": left, "caches": streaming_caches(model, chunk, left)}
 
 
 def _load(checkpoint: Path) -> tuple[Transducer, dict]:

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from fastasr.errors import UserError
-from fastasr.inference.export import DEFAULT_CHUNK_MS, CacheLayout, streaming_settings
+from fastasr.inference.stream_graph import DEFAULT_CHUNK_MS, CacheLayout, streaming_settings
 from fastasr.model.checkpoint import load_model
 from fastasr.model.decode import MAX_SYMBOLS
 from fastasr.model.streaming import StreamingEncoder
 from fastasr.model.transducer import log_mel
-from fastasr.runtime.model_dir import STREAMING_INT_CACHES, TOKENIZER_ID_OFFSET, StreamingSpec
+from fastasr.runtime.model_dir import TOKENIZER_ID_OFFSET
+from fastasr.runtime.stream_spec import STREAMING_INT_CACHES, StreamingSpec
 
 __all__ = ["CheckpointStreamEngine"]
 

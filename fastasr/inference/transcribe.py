@@ -15,8 +15,10 @@ import torch
 from fastasr.audio.files import Transcript, UnreadableAudio, read_audio, read_mono, split_long, transcribe_files
 from fastasr.errors import UserError
 from fastasr.model.checkpoint import load_model, pick_device
-from fastasr.model.decode import decode
+from fastasr.model.decode import decode, greedy_batch_timed
+from fastasr.model.streaming import FRAME_MS
 from fastasr.model.transducer import log_mel, waveform_of
+from fastasr.text.timestamps import word_times
 
 __all__ = ["iter_transcripts", "transcribe", "checkpoint_recogniser", "Transcript", "UnreadableAudio",
            "read_audio", "read_mono", "split_long"]
@@ -32,6 +34,8 @@ class CheckpointRecogniser:
         self.frontend = log_mel(config).to(self.device)
         self.waveform = waveform_of(config)
         self.beam = beam
+        self.timestamps = False  # (text, words) per piece when true: greedy decoding with each token's frame
+        self.frame_seconds = config.subsampling * FRAME_MS / 1000
 
     @torch.no_grad()
     def __call__(self, pieces: list[np.ndarray]) -> list[str]:
@@ -41,7 +45,13 @@ class CheckpointRecogniser:
             padded[b, :p.size] = torch.from_numpy(p)
         feats, feat_lens = self.frontend(padded.to(self.device), lens.to(self.device))
         enc, enc_lens = self.model.encode(feats, feat_lens)
-        return [self.tokenizer.decode(ids) for ids in decode(self.model, enc, enc_lens, beam=self.beam)]
+        if not self.timestamps:
+            return [self.tokenizer.decode(ids) for ids in decode(self.model, enc, enc_lens, beam=self.beam)]
+        out = []
+        for ids, frames in zip(*greedy_batch_timed(self.model, enc, enc_lens)):
+            times = [f * self.frame_seconds for f in frames]
+            out.append((self.tokenizer.decode(ids), word_times(self.tokenizer, ids, times, self.frame_seconds)))
+        return out
 
 
 def checkpoint_recogniser(checkpoint: str | os.PathLike, *, beam: int = 1, device: str = "auto",
@@ -57,13 +67,17 @@ def checkpoint_recogniser(checkpoint: str | os.PathLike, *, beam: int = 1, devic
 def iter_transcripts(checkpoint: str | os.PathLike, paths: Iterable[str | os.PathLike], *, beam: int = 1,
                      device: str = "auto", threads: int = 0, batch_seconds: float = 240.0,
                      max_piece_seconds: float = 30.0, on_error: str = "raise",
-                     progress: bool = False) -> Iterator[Transcript]:
-    """A Transcript for each file, in the order given.
+                     progress: bool = False, timestamps: bool = False) -> Iterator[Transcript]:
+    """A Transcript for each file, in the order given; timestamps: each word's times too (Transcript.words, greedy
+    decoding).
 
     on_error="raise": an unreadable file raises UnreadableAudio naming it. on_error="skip": it is yielded as
     Transcript(path, None, why) and the rest goes on.
     """
+    if timestamps and beam > 1:
+        raise UserError("--timestamps decodes greedily: leave --beam at 1")
     recognise = checkpoint_recogniser(checkpoint, beam=beam, device=device, threads=threads)
+    recognise.timestamps = timestamps
     return transcribe_files(paths, recognise, batch_seconds=batch_seconds, max_piece_seconds=max_piece_seconds,
                             on_error=on_error, progress=progress, waveform=recognise.waveform)
 

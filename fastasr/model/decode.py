@@ -27,12 +27,20 @@ def _select_state(mask: torch.Tensor, new, old):
 def greedy_batch(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor,
                  max_symbols: int = MAX_SYMBOLS) -> list[list[int]]:
     """Greedy decoding of a whole batch at once: one joiner call per (frame, symbol) step for all utterances."""
+    return greedy_batch_timed(model, enc, enc_lens, max_symbols)[0]
+
+
+@torch.no_grad()
+def greedy_batch_timed(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor,
+                       max_symbols: int = MAX_SYMBOLS) -> tuple[list[list[int]], list[list[int]]]:
+    """greedy_batch's token ids, and for each token the encoder frame that emitted it."""
     B, T, _ = enc.shape
     blank = model.blank
     last = torch.full((B, 1), blank, dtype=torch.long, device=enc.device)
     pred, state = model.predict(last)  # (B, 1, H)
     pred = pred[:, 0]
     hyps: list[list[int]] = [[] for _ in range(B)]
+    frames: list[list[int]] = [[] for _ in range(B)]
     for t in range(T):
         active = t < enc_lens  # (B,)
         if not bool(active.any()):
@@ -45,11 +53,12 @@ def greedy_batch(model: Transducer, enc: torch.Tensor, enc_lens: torch.Tensor,
                 break
             for b in emit.nonzero()[:, 0].tolist():
                 hyps[b].append(int(best[b]))
+                frames[b].append(t)
             new_pred, new_state = model.predict(best[:, None], state)
             pred = torch.where(emit[:, None], new_pred[:, 0], pred)
             state = _select_state(emit, new_state, state)
             active = emit  # frames move on for utterances that emitted blank
-    return hyps
+    return hyps, frames
 
 
 @torch.no_grad()

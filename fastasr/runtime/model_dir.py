@@ -24,6 +24,9 @@ same files load in fastasr.runtime and, for a model whose front end sherpa-onnx 
     DIR/tokens.txt       sherpa-onnx's symbol table, `symbol id` per graph id, "▁" for a space, `<blk>` last; only
                          with a front end sherpa-onnx computes (features.type "kaldi_fbank"), whose encoder.onnx
                          (float and int8) then carries sherpa's metadata (vocab_size without the blank, feat_dim, …)
+    DIR/streaming_encoder.onnx  a streaming model's encoder as one chunk step with its caches (below), in the
+                         convention of sherpa-onnx's online NeMo transducers; model.json's `streaming` says the chunk,
+                         the left context and the caches' shapes (null for a model that does not stream)
     DIR/model.json       everything a front end and a decoder need: audio (rate, downmix, peak normalisation,
                          pre-emphasis), features (every setting of the log-mel or kaldi fbank front end), encoder
                          subsampling, predictor state shape, blank id and the graph id → tokenizer id map, max
@@ -38,7 +41,7 @@ maps its targets before the embedding and the joiner rotates its logits, and the
 Both sides use this module, so the names are defined once. Reading validates everything the runtime relies on
 and raises UserError naming the file and what was expected: a missing or corrupt directory is one clear line, and
 an export of the older format (`fastasr-onnx/1`: other graph shapes) is told to re-export.
-An export directory is data: every number the runtime sizes an array or a loop by lies within LIMITS (a model.json
+An export directory is data: every number the runtime sizes an array or a loop by lies within fields.LIMITS (a model.json
 asking for n_fft=10**9 or 10**12 symbols per frame is refused, not obeyed), and every file it names is a plain file
 name inside the directory (no `../x.onnx`, no absolute path, no link out). EXPORT_FILES are the only names an export
 holds: `fastasr export` replaces a directory only when it holds those alone (`is_export`, either format).
@@ -47,7 +50,6 @@ holds: `fastasr export` replaces a directory only when it holds those alone (`is
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +57,8 @@ from typing import TYPE_CHECKING
 from fastasr.audio.files import SAMPLE_RATE
 from fastasr.audio.mel import MelSettings
 from fastasr.errors import UserError
+from fastasr.runtime.fields import field, inside, number, read_json
+from fastasr.runtime.stream_spec import STREAMING_GRAPH, StreamingSpec, read_streaming, streaming_io
 from fastasr.text.tokenizer import BLANK, MODEL_FILE, SPACE_PIECE, CharTokenizer, PieceDecoder
 
 if TYPE_CHECKING:
@@ -81,16 +85,6 @@ IO = {
     "joiner": ({"encoder_out": ["N", "J", 1], "predictor_out": ["N", "J", 1]}, {"logits": ["N", "V"]}),
 }
 DYNAMIC_AXES = ("N", "T", "T_out")
-# model.json's numbers → the range this runtime accepts, each far beyond a real model's (fastasr exports n_fft 512,
-# hop 160, 80 mels, 10 symbols per frame): the runtime allocates frames, filterbanks and states and loops by them.
-# At the extremes (n_fft 4096, hop 32) a 30-second piece's spectrogram is ~1 GB, not the terabytes an unchecked
-# n_fft=10**9 or hop of 1 would ask for.
-LIMITS = {
-    "features.sample_rate": (1000, 192_000), "features.n_fft": (2, 4096), "features.win_length": (1, 4096),
-    "features.hop_length": (32, 4096), "features.n_mels": (1, 512), "decoding.vocab_size": (2, 1 << 20),
-    "decoding.max_symbols_per_frame": (1, 100), "encoder.dim": (1, 8192), "predictor.layers": (1, 64),
-    "predictor.hidden": (1, 8192),
-}
 # How the log-mel features are computed beyond MelSettings' numbers: fastasr.audio.mel.log_mel computes exactly
 # this. The kaldi front end's recipe is fastasr.audio.fbank.FBANK_METHOD (features.type "kaldi_fbank").
 LOG_MEL_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center": True, "pad_mode": "constant",
@@ -99,32 +93,6 @@ LOG_MEL_METHOD = {"type": "log_mel", "window": "hann_periodic_centred", "center"
 FEATURE_TYPES = ("log_mel", "kaldi_fbank")
 # How the waveform is conditioned before the features (fastasr.audio.files.WAVEFORMS) ↔ model.json's audio.
 WAVEFORM_AUDIO = {"peak_preemphasis": True, "raw": False}  # → audio.peak_normalize
-
-
-# A streaming model's export adds the encoder as one chunk step with its caches as inputs and outputs
-# (fastasr.model.streaming.StreamingEncoder.step at the exported chunk size and left context, all shapes static
-# but the batch of streams N), in the calling convention of sherpa-onnx's online NeMo transducers
-# (online-transducer-nemo-model.cc: inputs and outputs by position, caches opaque, zeros at a stream's start):
-#     DIR/streaming_encoder.onnx  features (N, n_mels, chunk feature frames), feature_lengths (N,) i64: the frames
-#                                 of the chunk that exist (fewer only in a stream's last chunk), cache_last_channel,
-#                                 cache_last_time (f32), cache_last_channel_len (N,) i64
-#                                 → encoder_out (N, J, chunk frames), encoder_out_lengths (N,) i64, the three
-#                                 caches for the next chunk (each input's name + "_next")
-# What the caches hold is fastasr.inference.export.CacheLayout's; their shapes are in model.json's
-# streaming.caches with "N" for the batch.
-STREAMING_GRAPH = "streaming_encoder"
-STREAMING_CACHES = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
-STREAMING_INT_CACHES = ("cache_last_channel_len",)
-MAX_CACHE_ELEMENTS = 1 << 28  # per stream and cache: 1 GB of float32, far above a real model's (tiny: 40 K)
-
-
-def streaming_io(cache_shapes: dict[str, list]) -> tuple[dict, dict]:
-    """The streaming encoder's (inputs, outputs), name → axes, for model.json's streaming.caches."""
-    caches = dict(cache_shapes)
-    inputs = {"features": ["N", "n_mels", "T_chunk"], "feature_lengths": ["N"], **caches}
-    outputs = {"encoder_out": ["N", "J", "C"], "encoder_out_lengths": ["N"],
-               **{f"{name}_next": axes for name, axes in caches.items()}}
-    return inputs, outputs
 
 
 def graph_file(graph: str, precision: str = "float") -> str:
@@ -206,25 +174,6 @@ def model_json(*, features: dict, waveform: str, preemphasis: float, subsampling
 
 
 @dataclass(frozen=True)
-class StreamingSpec:
-    """model.json's streaming section, validated."""
-
-    chunk_frames: int  # encoder frames per chunk step
-    left_chunks: int  # chunks of left context the attention keeps
-    feature_frames: int  # feature frames per chunk step: chunk_frames · subsampling
-    caches: dict  # name → shape with -1 for the batch, in the graph's input order after the features
-    int_caches: tuple[str, ...]  # the int64 ones
-
-    def initial_caches(self, batch: int) -> dict:
-        """Zeros of every cache for `batch` streams: the state before a stream's first chunk."""
-        import numpy as np
-
-        return {name: np.zeros([batch if a == -1 else a for a in shape],
-                               np.int64 if name in self.int_caches else np.float32)
-                for name, shape in self.caches.items()}
-
-
-@dataclass(frozen=True)
 class ModelDir:
     """A validated export directory."""
 
@@ -261,63 +210,18 @@ class ModelDir:
         return path
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: missing; expected the {what} that `fastasr export` writes")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _field(data: dict, dotted: str, kind: type | tuple, path: Path):
-    value = data
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise UserError(f"{path}: field {dotted!r} is missing")
-        value = value[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-        raise UserError(f"{path}: field {dotted!r} is {value!r}, expected {getattr(kind, '__name__', kind)}")
-    return value
-
-
-def _number(data: dict, dotted: str, path: Path):
-    """A field of `data` that must be a finite number (json reads NaN and Infinity too), within LIMITS if listed."""
-    value = _field(data, dotted, (int, float), path)
-    if not math.isfinite(value):
-        raise UserError(f"{path}: field {dotted!r} is {value!r}, expected a finite number")
-    if dotted in LIMITS:
-        low, high = LIMITS[dotted]
-        if not (isinstance(value, int) and low <= value <= high):
-            raise UserError(f"{path}: field {dotted!r} is {value!r}, expected an integer in {low}..{high}")
-    return value
-
-
-def _inside(directory: Path, name: object, what: str, meta_path: Path) -> Path:
-    """directory/name for a file model.json names: a plain file name, and not a link that leads out."""
-    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-        raise UserError(f"{meta_path}: {what} is {name!r}; expected a file name inside the export directory")
-    target = directory / name
-    if target.is_symlink() and not target.resolve().is_relative_to(directory.resolve()):
-        raise UserError(f"{meta_path}: {what} {name!r} is a link out of the export directory")
-    return target
-
-
 def _read_tokenizer(path: Path, vocab_size: int) -> CharTokenizer | PieceDecoder:
-    data = _read_json(path, "tokenizer")
+    data = read_json(path, "tokenizer")
     if data.get("format") != TOKENIZER_FORMAT:
         raise UserError(f"{path}: format {data.get('format')!r}, expected {TOKENIZER_FORMAT!r}")
     if data.get("type") not in ("char", "sentencepiece"):
         raise UserError(f"{path}: tokenizer type {data.get('type')!r} is not supported by this runtime "
                         "(supported: 'char', 'sentencepiece')")
-    tokens = _field(data, "tokens", list, path)
+    tokens = field(data, "tokens", list, path)
     if len(tokens) != vocab_size or tokens[:1] != [BLANK_TOKEN] or data.get("blank_id") != BLANK:
         raise UserError(f"{path}: expected {vocab_size} tokens with {BLANK_TOKEN!r} first (id {BLANK})")
     if data["type"] == "sentencepiece":
-        silent = _field(data, "silent_ids", list, path)
+        silent = field(data, "silent_ids", list, path)
         if not all(isinstance(t, str) and t for t in tokens) or data.get("space") != SPACE_PIECE:
             raise UserError(f"{path}: a 'sentencepiece' tokenizer's tokens must be non-empty strings, with "
                             f"space {SPACE_PIECE!r}")
@@ -338,88 +242,47 @@ def read_model_dir(path: str | Path) -> ModelDir:
     if not path.is_dir():
         raise UserError(f"{path}: no such export directory (expected the --out DIR of `fastasr export`)")
     meta_path = path / MODEL_JSON
-    meta = _read_json(meta_path, "model description")
+    meta = read_json(meta_path, "model description")
     if meta.get("format") in OLD_FORMATS:
         raise UserError(f"{meta_path}: an export of an older fastasr (format {meta['format']!r}, other graph "
                         f"inputs and outputs; this one reads {FORMAT!r}): re-export with this fastasr "
                         f"(`fastasr export CKPT --out {path}`)")
     if meta.get("format") != FORMAT:
         raise UserError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if _field(meta, "audio.sample_rate", object, meta_path) != SAMPLE_RATE:
+    if field(meta, "audio.sample_rate", object, meta_path) != SAMPLE_RATE:
         raise UserError(f"{meta_path}: audio.sample_rate is {meta['audio']['sample_rate']!r}; this runtime "
                         f"computes {SAMPLE_RATE!r}")
     feature_type, features = _read_features(meta, meta_path)
     waveform, preemphasis = _read_waveform(meta, meta_path)
-    graphs = _field(meta, "graphs", dict, meta_path)
+    graphs = field(meta, "graphs", dict, meta_path)
     for precision, files in graphs.items():
         if precision not in PRECISIONS or not isinstance(files, dict) or set(files) != set(GRAPHS):
             raise UserError(f"{meta_path}: graphs.{precision} must name the files of {list(GRAPHS)}")
         for graph, name in files.items():
-            _inside(path, name, f"graphs.{precision}.{graph}", meta_path)
-    vocab_size = _number(meta, "decoding.vocab_size", meta_path)
-    blank = _field(meta, "decoding.blank_id", int, meta_path)
-    offset = _field(meta, "decoding.tokenizer_id_offset", int, meta_path)
+            inside(path, name, f"graphs.{precision}.{graph}", meta_path)
+    vocab_size = number(meta, "decoding.vocab_size", meta_path)
+    blank = field(meta, "decoding.blank_id", int, meta_path)
+    offset = field(meta, "decoding.tokenizer_id_offset", int, meta_path)
     if not (0 <= blank < vocab_size and 0 <= offset < vocab_size and (blank + offset) % vocab_size == BLANK):
         raise UserError(f"{meta_path}: decoding.blank_id {blank} and tokenizer_id_offset {offset} do not map the "
                         f"blank to tokenizer id {BLANK} ((id + offset) % {vocab_size})")
-    tokenizer = _read_tokenizer(_inside(path, _field(meta, "tokenizer", str, meta_path), "tokenizer", meta_path),
+    tokenizer = _read_tokenizer(inside(path, field(meta, "tokenizer", str, meta_path), "tokenizer", meta_path),
                                 vocab_size)
-    streaming = _read_streaming(meta, meta_path, path, feature_type, features)
+    streaming = read_streaming(meta, meta_path, path, feature_type, features)
     return ModelDir(path=path, meta=meta, feature_type=feature_type, features=features, waveform=waveform,
                     preemphasis=float(preemphasis), blank=blank, tokenizer_id_offset=offset, vocab_size=vocab_size,
-                    max_symbols=_number(meta, "decoding.max_symbols_per_frame", meta_path),
-                    encoder_dim=_number(meta, "encoder.dim", meta_path),
-                    pred_layers=_number(meta, "predictor.layers", meta_path),
-                    pred_hidden=_number(meta, "predictor.hidden", meta_path), tokenizer=tokenizer,
+                    max_symbols=number(meta, "decoding.max_symbols_per_frame", meta_path),
+                    encoder_dim=number(meta, "encoder.dim", meta_path),
+                    pred_layers=number(meta, "predictor.layers", meta_path),
+                    pred_hidden=number(meta, "predictor.hidden", meta_path), tokenizer=tokenizer,
                     streaming=streaming)
-
-
-def _read_streaming(meta: dict, meta_path: Path, path: Path, feature_type: str, features) -> StreamingSpec | None:
-    """model.json's streaming section (None when absent or null): sizes in range, the caches' names and shapes
-    those of fastasr.model.streaming's step, a front end that needs no whole-utterance statistics."""
-    section = meta.get("streaming")
-    if section is None:
-        return None
-    if not isinstance(section, dict):
-        raise UserError(f"{meta_path}: field 'streaming' is {section!r}, expected an object or null")
-    sizes = {}
-    for key, low in (("chunk_frames", 1), ("left_chunks", 0), ("feature_frames", 1)):
-        value = _field(meta, f"streaming.{key}", int, meta_path)
-        if not low <= value <= 4096:
-            raise UserError(f"{meta_path}: field 'streaming.{key}' is {value!r}, expected an integer in {low}..4096")
-        sizes[key] = value
-    if sizes["feature_frames"] != sizes["chunk_frames"] * _number(meta, "encoder.subsampling", meta_path):
-        raise UserError(f"{meta_path}: streaming.feature_frames is not chunk_frames × encoder.subsampling")
-    if feature_type != "kaldi_fbank" or features.normalize:
-        raise UserError(f"{meta_path}: a streaming export needs the kaldi fbank without per-utterance "
-                        "normalisation (features.type kaldi_fbank, normalize false)")
-    caches = _field(meta, "streaming.caches", dict, meta_path)
-    if list(caches) != list(STREAMING_CACHES):
-        raise UserError(f"{meta_path}: streaming.caches are {list(caches)}, expected {list(STREAMING_CACHES)}")
-    shapes = {}
-    for name, axes in caches.items():
-        if not (isinstance(axes, list) and axes.count("N") == 1 and all(
-                a == "N" or (isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= MAX_CACHE_ELEMENTS)
-                for a in axes)):
-            raise UserError(f"{meta_path}: streaming.caches.{name} is {axes!r}, expected sizes with one 'N'")
-        if math.prod(a for a in axes if a != "N") > MAX_CACHE_ELEMENTS:
-            raise UserError(f"{meta_path}: streaming.caches.{name} {axes} holds more than {MAX_CACHE_ELEMENTS} "
-                            "numbers per stream")
-        shapes[name] = [-1 if a == "N" else a for a in axes]
-    graphs = _field(meta, "streaming.graphs", dict, meta_path)
-    if set(graphs) != set(meta["graphs"]):
-        raise UserError(f"{meta_path}: streaming.graphs must name a file for each precision of 'graphs'")
-    for precision, name in graphs.items():
-        _inside(path, name, f"streaming.graphs.{precision}", meta_path)
-    return StreamingSpec(sizes["chunk_frames"], sizes["left_chunks"], sizes["feature_frames"], shapes,
-                         STREAMING_INT_CACHES)
 
 
 def _read_waveform(meta: dict, meta_path: Path) -> tuple[str, float]:
     """(waveform, pre-emphasis coefficient): a peak-normalised waveform with a coefficient in [0, 1), or the raw
     one (peak_normalize false, preemphasis 0)."""
-    peak = _field(meta, "audio.peak_normalize", bool, meta_path)
-    preemphasis = _number(meta, "audio.preemphasis", meta_path)
+    peak = field(meta, "audio.peak_normalize", bool, meta_path)
+    preemphasis = number(meta, "audio.preemphasis", meta_path)
     if peak and not 0 <= preemphasis < 1:
         raise UserError(f"{meta_path}: audio.preemphasis is {preemphasis!r}, expected 0 <= coefficient < 1")
     if not peak and preemphasis != 0:
@@ -431,7 +294,7 @@ def _read_waveform(meta: dict, meta_path: Path) -> tuple[str, float]:
 def _read_features(meta: dict, meta_path: Path) -> tuple[str, MelSettings | FbankSettings]:
     """features.type and its settings: the recipe this runtime computes, each number of its type, the sizes within
     LIMITS, the band within the Nyquist range."""
-    kind = _field(meta, "features.type", str, meta_path)
+    kind = field(meta, "features.type", str, meta_path)
     if kind == "log_mel":
         method, settings_type = LOG_MEL_METHOD, MelSettings
     elif kind == "kaldi_fbank":
@@ -441,16 +304,16 @@ def _read_features(meta: dict, meta_path: Path) -> tuple[str, MelSettings | Fban
     else:
         raise UserError(f"{meta_path}: features.type is {kind!r}; this runtime computes {list(FEATURE_TYPES)}")
     for key, want in method.items():
-        if _field(meta, f"features.{key}", object, meta_path) != want:
+        if field(meta, f"features.{key}", object, meta_path) != want:
             raise UserError(f"{meta_path}: features.{key} is {meta['features'][key]!r}; this runtime computes "
                             f"{want!r}")
     settings = {}
     for name, f in settings_type.__dataclass_fields__.items():
         key = f"features.{name}"
         if isinstance(f.default, (bool, str)):
-            settings[name] = _field(meta, key, type(f.default), meta_path)
+            settings[name] = field(meta, key, type(f.default), meta_path)
         else:
-            settings[name] = _number(meta, key, meta_path)
+            settings[name] = number(meta, key, meta_path)
             if isinstance(f.default, int) and not isinstance(settings[name], int):
                 raise UserError(f"{meta_path}: field {key!r} is {settings[name]!r}, expected int")
     s = settings

@@ -13,7 +13,9 @@ import numpy as np
 from fastasr.audio.files import Transcript, transcribe_files
 from fastasr.audio.mel import log_mel
 from fastasr.errors import UserError
-from fastasr.runtime.model_dir import GRAPHS, IO, PRECISIONS, STREAMING_GRAPH, read_model_dir, streaming_io
+from fastasr.text.timestamps import word_times
+from fastasr.runtime.model_dir import GRAPHS, IO, PRECISIONS, read_model_dir
+from fastasr.runtime.stream_spec import STREAMING_GRAPH, streaming_io
 
 
 def _onnxruntime():
@@ -142,10 +144,15 @@ class OnnxTransducer:
 
     def greedy(self, enc: np.ndarray, enc_lens: np.ndarray) -> list[list[int]]:
         """Batched greedy search in graph ids: per frame, emit the best label until blank (at most max_symbols)."""
+        return self.greedy_timed(enc, enc_lens)[0]
+
+    def greedy_timed(self, enc: np.ndarray, enc_lens: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
+        """greedy's graph ids, and for each the encoder frame that emitted it."""
         B = enc.shape[0]
         zeros = np.zeros((self.dir.pred_layers, B, self.dir.pred_hidden), dtype=np.float32)
         pred, state = self.predict(np.full(B, self.blank), (zeros, zeros))
         hyps: list[list[int]] = [[] for _ in range(B)]
+        frames: list[list[int]] = [[] for _ in range(B)]
         for t in range(int(enc_lens.max())):
             frame = np.ascontiguousarray(enc[:, :, t:t + 1])  # (B, J, 1)
             active = t < enc_lens  # (B,)
@@ -156,28 +163,38 @@ class OnnxTransducer:
                     break
                 for b in np.flatnonzero(emit):
                     hyps[b].append(int(best[b]))
+                    frames[b].append(t)
                 new_pred, new_state = self.predict(best, state)
                 pred = np.where(emit[:, None, None], new_pred, pred)
                 state = tuple(np.where(emit[None, :, None], n, o) for n, o in zip(new_state, state))
                 active = emit  # utterances that emitted blank move on to the next frame
-        return hyps
+        return hyps, frames
 
     def token_ids(self, graph_ids: list[int]) -> list[int]:
         """Graph ids → the tokenizer's ids (model.json decoding.tokenizer_id_offset)."""
         return [(s + self.dir.tokenizer_id_offset) % self.dir.vocab_size for s in graph_ids]
 
-    def __call__(self, pieces: list[np.ndarray]) -> list[str]:
+    timestamps = False  # __call__ returns texts; (text, words) with timestamps=True (fastasr.audio.files)
+
+    def __call__(self, pieces: list[np.ndarray]) -> list:
         enc, enc_lens = self.encode(*self.features(pieces))
-        return [self.tokenizer.decode(self.token_ids(ids)) for ids in self.greedy(enc, enc_lens)]
+        hyps, frames = self.greedy_timed(enc, enc_lens)
+        texts = [self.tokenizer.decode(self.token_ids(ids)) for ids in hyps]
+        if not self.timestamps:
+            return texts
+        return [(text, word_times(self.tokenizer, self.token_ids(ids), [f * self.frame_seconds for f in fr],
+                                  self.frame_seconds)) for text, ids, fr in zip(texts, hyps, frames)]
 
 
 def iter_transcripts(model_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], *,
                      precision: str = "float", threads: int = 0, batch_seconds: float = 240.0,
                      max_piece_seconds: float = 30.0, on_error: str = "raise",
-                     progress: bool = False) -> Iterator[Transcript]:
+                     progress: bool = False, timestamps: bool = False) -> Iterator[Transcript]:
     """A Transcript for each file, in the order given: the same reading, cutting, batching and order as
-    fastasr.inference.transcribe.iter_transcripts, with the exported graphs instead of the checkpoint."""
+    fastasr.inference.transcribe.iter_transcripts, with the exported graphs instead of the checkpoint;
+    timestamps: each word's times too (Transcript.words)."""
     model = OnnxTransducer(model_dir, precision=precision, threads=threads)
+    model.timestamps = timestamps
     return transcribe_files(paths, model, batch_seconds=batch_seconds, max_piece_seconds=max_piece_seconds,
                             waveform=model.waveform, preemphasis=model.dir.preemphasis, on_error=on_error,
                             progress=progress)

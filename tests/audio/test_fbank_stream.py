@@ -20,8 +20,8 @@ def speechy(n: int, seed: int) -> np.ndarray:
             ).astype(np.float32)
 
 
-def streamed(x: np.ndarray, sizes) -> tuple[np.ndarray, list[int]]:
-    stream, parts, at = FbankStream(SETTINGS), [], 0
+def streamed(x: np.ndarray, sizes, settings: FbankSettings = SETTINGS) -> tuple[np.ndarray, list[int]]:
+    stream, parts, at = FbankStream(settings), [], 0
     for size in sizes:
         parts.append(stream.accept(x[at:at + size]))
         at += size
@@ -61,12 +61,32 @@ def test_a_stream_refuses_per_utterance_normalisation_and_use_after_finish():
 
 
 def test_the_streaming_model_front_end_is_these_frames():
-    """A model.streaming=true model's front end (log_mel) is the kaldi fbank without normalisation."""
+    """A model.streaming=true model's front end (log_mel) is sherpa-onnx's online NeMo fbank, streamed."""
     from fastasr.model.config import ModelConfig
     from fastasr.model.transducer import log_mel
 
     frontend = log_mel(ModelConfig(streaming=True, vocab_size=34))
+    assert frontend.fbank == FbankSettings.sherpa_nemo_online(80)
     x = speechy(12345, 9)
     feats, lens = frontend(torch.from_numpy(x)[None].double(), torch.tensor([x.size]))
-    got, _ = streamed(x, [2000] * 7)
+    got, _ = streamed(x, [2000] * 7, frontend.fbank)
     assert int(lens[0]) == got.shape[0] and np.abs(feats[0].numpy() - got).max() <= 1e-5
+
+
+def test_online_settings_are_knf_online_fbank_as_sherpa_sets_it_up():
+    """sherpa-onnx 2.0.1's OnlineRecognizer for a NeMo transducer (online-recognizer-transducer-nemo-impl.h,
+    PostInit): a Hann window, librosa's mel 0-8000 Hz, no DC removal, no dither, snip_edges false; knf's own
+    OnlineFbank with those options, fed in pieces, against fastasr's frames of the same samples."""
+    knf = pytest.importorskip("kaldi_native_fbank")
+    x = speechy(16000 * 2 + 77, 3)
+    o = knf.FbankOptions()
+    o.frame_opts.dither, o.frame_opts.snip_edges, o.frame_opts.window_type = 0.0, False, "hann"
+    o.frame_opts.remove_dc_offset, o.frame_opts.samp_freq = False, 16000
+    o.mel_opts.num_bins, o.mel_opts.low_freq, o.mel_opts.high_freq, o.mel_opts.is_librosa = 80, 0, 8000, True
+    online = knf.OnlineFbank(o)
+    for i in range(0, x.size, 3000):
+        online.accept_waveform(16000, x[i:i + 3000].tolist())
+    online.input_finished()
+    want = np.stack([online.get_frame(i) for i in range(online.num_frames_ready)])
+    got, _ = streamed(x, [3000] * 11, FbankSettings.sherpa_nemo_online(80))
+    assert got.shape == want.shape and np.abs(got - want).max() <= 2e-4  # knf's float32 (measured 5.6e-5)

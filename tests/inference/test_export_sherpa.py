@@ -86,7 +86,8 @@ def test_tokens_txt_metadata_and_model_json(kaldi):
     meta = json.loads((out / "model.json").read_text())
     assert meta["features"] == log_mel(c).settings() and meta["features"]["type"] == "kaldi_fbank"
     assert meta["audio"]["peak_normalize"] is False and meta["audio"]["preemphasis"] == 0.0  # kaldi: per frame
-    assert meta["sherpa_onnx"] == {"model_type": "nemo_transducer", "tokens": "tokens.txt", "decoder": "predictor"}
+    assert meta["sherpa_onnx"] == {"model_type": "nemo_transducer", "tokens": "tokens.txt", "decoder": "predictor",
+                                   "recognizer": "offline", "encoder": "encoder.onnx"}
     assert meta["decoding"]["blank_id"] == V - 1 and meta["decoding"]["tokenizer_id_offset"] == 1
 
 
