@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or one anywhere else: stop without a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"fastasr {args.command}: interrupted", file=sys.stderr)
+        return 130
     except UserError as err:
         if args.debug:
             traceback.print_exc()

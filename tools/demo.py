@@ -1,8 +1,8 @@
 """The whole story on a fresh machine: synthesise a Russian corpus → shard (split by sentence) → stats → train a
-fixed number of steps → average the last step checkpoints → eval last.pt, the average and the EMA → transcribe →
-export to ONNX → transcribe with the export (onnxruntime, float and int8) → transcribe with sherpa-onnx (the model is
-trained with model.frontend=kaldi, the fbank sherpa-onnx computes, unless --frontend logmel) and say whether its
-texts agree.
+fixed number of steps → average the last step checkpoints → eval last.pt, the average and the EMA → transcribe (and
+with word times) → export to ONNX → transcribe with the export (onnxruntime, float and int8) → transcribe with
+sherpa-onnx (the model is trained with model.frontend=kaldi, the fbank sherpa-onnx computes, unless --frontend
+logmel) and say whether its texts agree.
 
 Every step runs the real CLI (`python -m fastasr …`) so the demo exercises exactly what a user runs. A summary table
 closes the run. Sizes scale up when CUDA is present.
@@ -134,6 +134,10 @@ def transcribe_and_export(py: str, ckpt: Path, corpus: Path, shards: Path, out: 
     times["transcribe"], from_checkpoint = step_output(
         f"transcribe a few files and a {long[1]:.0f}-s recording made of {long[2]} of them (cut at pauses)",
         [py, "-m", "fastasr", "transcribe", "--checkpoint", str(ckpt), *audio],
+    )
+    times["transcribe --timestamps"] = step(
+        "the same short files with each word's times ([word, start s, end s]: the frames that emitted its tokens)",
+        [py, "-m", "fastasr", "transcribe", "--checkpoint", str(ckpt), "--timestamps", *map(str, samples)],
     )
     export_dir = out / "export"
     times["export"] = step(

@@ -206,10 +206,14 @@ def run(args: argparse.Namespace) -> int:
 
     from fastasr.training.loop import train
 
-    train(data, run_dir, config, resume=resume, init_from=args.init_from, tokenizer=args.tokenizer,
-          allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths)
+    summary = train(data, run_dir, config, resume=resume, init_from=args.init_from, tokenizer=args.tokenizer,
+                    allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths)
     # Only after success: destroying the group while a failed rank's peers sit in a collective would hang them;
     # on an exception this process exits and torchrun stops the others.
     if dist.is_initialized():
         dist.destroy_process_group()
+    if "interrupted" in summary:  # saved, and said so; the shell's code for the signal, which schedulers read
+        import signal
+
+        return 128 + int(signal.Signals[summary["interrupted"]])
     return 0

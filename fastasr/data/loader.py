@@ -138,7 +138,8 @@ class Loader:
         plan = plan_resume(spec, self.epoch, self.skip_batches, self.infinite)
         dataset = ShardStream(spec, epoch=self.epoch, infinite=self.infinite, roles=plan.roles,
                               skip_items=plan.skip_items)
-        extra = {} if self.num_workers == 0 else {"prefetch_factor": self.prefetch_factor}
+        extra = {} if self.num_workers == 0 else {"prefetch_factor": self.prefetch_factor,
+                                                  "worker_init_fn": leave_signals_to_main}
         loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             **extra)
         tally = EpochTally(spec, self.stats, skipped_batches=plan.skipped_batches, infinite=self.infinite)
@@ -297,3 +298,13 @@ def _log_fetches(spec: LoaderSpec) -> None:
         log.warning("%s/%s: %d shards for %d readers (%d ranks × %d workers): each shard is read by %d readers, so "
                     "each byte is fetched %d times per epoch; more (smaller) shards than readers fetch it once",
                     spec.root, spec.split, len(spec.shards), readers, spec.world_size, spec.workers, parts, parts)
+
+
+def leave_signals_to_main(worker_id: int) -> None:
+    """DataLoader worker_init_fn. A terminal's Ctrl-C reaches every process of its group, workers too: they leave it
+    and SIGTERM to the main process (training saves a checkpoint first: fastasr.training.interrupt), which stops
+    them when it is done, instead of each dying with its own traceback."""
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)

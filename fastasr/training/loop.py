@@ -1,5 +1,6 @@
 """The training loop: one readable function, single process or under torchrun (DDP; nccl on GPU, gloo on CPU).
 
+SIGINT and SIGTERM end the loop after the current step with a checkpoint there (fastasr.training.interrupt).
 Each step: the next `optim.accum_steps` batches (an infinite loader, so ranks never wait on each other for data),
 each → device → log-mel → SpecAugment → model (bf16 autocast on GPU: the joint's GEMMs in bf16, the RNN-T loss
 in float32) → backward (DDP all-reduces in the last one's only) → clip → a device-side "non-finite, skip" flag
@@ -19,6 +20,8 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from fastasr.shards.index import Reach
 from fastasr.text.scoring import score
 from fastasr.text.tokenizer import AnyTokenizer
 from fastasr.training.config import Config, OptimConfig
+from fastasr.training.interrupt import Interrupts
 from fastasr.training.logs import plot_losses
 from fastasr.training.setup import Session, restore_rng, save, start
 from fastasr.training.step import Clock, Reading, Window, train_step
@@ -68,45 +72,51 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     started = time.perf_counter() - elapsed
     clock, window = Clock(step, elapsed), Window(d.device, d.world)
     s.model.train()
-    while not (t.max_steps and step >= t.max_steps):
-        t0 = time.perf_counter()
-        batches = [next(stream) for _ in range(config.optim.accum_steps)]
-        data_s = time.perf_counter() - t0
-        if batch_hook is not None:
-            batches = [batch_hook(step, b) for b in batches]
-        epoch = batches[-1].epoch  # for the logs; checkpoints take the loader's position (exact with any workers)
-        lr = lr_at(step, progress_of(step, clock.at(step), config), config.optim)
-        loss, grad_norm, skip = train_step(s.parts, batches, lr)
-        window.add(loss, grad_norm, skip, [b.audio_lens for b in batches], data_s)
-        step += 1
-        if bar is not None:
-            bar.update(1)
-        last = bool(t.max_steps) and step >= t.max_steps
-        if not (last or step % t.log_every == 0 or step % t.val_every == 0 or step % t.ckpt_every == 0):
-            continue
-        # A sync point, at the same step on every rank; only here does the host wait for the device.
-        r = window.read(started)
-        elapsed, skipped = r.elapsed, skipped + r.skipped
-        clock.agree(step, r)
-        for k in totals:
-            totals[k] += getattr(r, k)
-        last = last or (bool(t.max_minutes) and elapsed >= 60.0 * t.max_minutes)  # agreed: all ranks stop here
-        if r.loss is not None:  # a window of skipped steps only is dropped, not carried over
-            last_loss = r.loss
-            log_window(s, r, step, lr, skipped, elapsed, epoch)
-        if bar is not None:
-            bar.set_postfix(loss="-" if r.loss is None else f"{r.loss:.3f}", lr=f"{lr:.2e}", skipped=skipped)
-        if d.is_main and (step % t.val_every == 0 or last) and s.val_batches:
-            last_val = validate_and_log(s, step, bar)
-        if step % t.ckpt_every == 0:
+    signum = 0  # the signal the ranks agreed to stop on (fastasr.training.interrupt), 0: none
+    with Interrupts() as stop:
+        while not (t.max_steps and step >= t.max_steps):
+            t0 = time.perf_counter()
+            batches = [next(stream) for _ in range(config.optim.accum_steps)]
+            data_s = time.perf_counter() - t0
+            if batch_hook is not None:
+                batches = [batch_hook(step, b) for b in batches]
+            epoch = batches[-1].epoch  # for the logs; checkpoints take the loader's position (exact, any workers)
+            lr = lr_at(step, progress_of(step, clock.at(step), config), config.optim)
+            loss, grad_norm, skip = train_step(s.parts, batches, lr)
+            window.add(loss, grad_norm, skip, [b.audio_lens for b in batches], data_s)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            last = bool(t.max_steps) and step >= t.max_steps
+            alone_stopping = stop.requested and d.world == 1  # a single process stops at this very step
+            if not (last or alone_stopping or step % t.log_every == 0 or step % t.val_every == 0
+                    or step % t.ckpt_every == 0):
+                continue
+            # A sync point, at the same step on every rank; only here does the host wait for the device.
+            r = window.read(started, stop.signum or 0)
+            elapsed, skipped = r.elapsed, skipped + r.skipped
+            clock.agree(step, r)
+            for k in totals:
+                totals[k] += getattr(r, k)
+            last = last or (bool(t.max_minutes) and elapsed >= 60.0 * t.max_minutes)  # agreed: all ranks stop here
+            signum = r.signal  # agreed too: an interrupt that reached any rank stops every rank at this step
+            last = last or bool(signum)
+            if r.loss is not None:  # a window of skipped steps only is dropped, not carried over
+                last_loss = r.loss
+                log_window(s, r, step, lr, skipped, elapsed, epoch)
+            if bar is not None:
+                bar.set_postfix(loss="-" if r.loss is None else f"{r.loss:.3f}", lr=f"{lr:.2e}", skipped=skipped)
+            # Interrupted, save at once (a pre-emption's grace period is short); validation waits for --resume.
+            if d.is_main and (step % t.val_every == 0 or (last and not signum)) and s.val_batches:
+                last_val = validate_and_log(s, step, bar)
+            if step % t.ckpt_every == 0:
+                save(s, step, elapsed, skipped)
+                saved_at = step
+            if last:
+                break
+            window.restart()  # after validation and saving, which are no part of the step time
+        if saved_at != step:  # still inside: a signal now must not cut the last checkpoint short
             save(s, step, elapsed, skipped)
-            saved_at = step
-        if last:
-            break
-        window.restart()  # after validation and saving, which are no part of the step time
-
-    if saved_at != step:
-        save(s, step, elapsed, skipped)
     if bar is not None:
         bar.close()
     # Release the DDP reducer (which holds gloo/NCCL work objects) and the loader's iterator while the process group
@@ -115,8 +125,11 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     del stream, it
     s.parts = None
     gc.collect()
-    return finish(s, summarize(s, totals, step=step, skipped=skipped, epoch=epoch, elapsed=elapsed,
-                               last_loss=last_loss, last_val=last_val))
+    summary = summarize(s, totals, step=step, skipped=skipped, epoch=epoch, elapsed=elapsed, last_loss=last_loss,
+                        last_val=last_val)
+    if signum:
+        summary["interrupted"] = signal.Signals(signum).name
+    return finish(s, summary)
 
 
 def lr_at(step: int, progress: float, optim: OptimConfig) -> float:
@@ -210,6 +223,9 @@ def finish(s: Session, summary: dict) -> dict:
         plot_losses(s.run)
         (s.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2), flush=True)
+        if "interrupted" in summary:
+            print(f"fastasr train: interrupted ({summary['interrupted']}) at step {summary['steps']}; saved "
+                  f"{s.run / 'last.pt'}; continue with --resume", file=sys.stderr, flush=True)
     if s.d.world > 1:
         dist.barrier()
     return summary

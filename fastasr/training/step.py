@@ -171,6 +171,7 @@ class Reading:
     step_s: float  # this rank's window: wall-clock seconds less the data wait
     data_s: float
     audio_s: float
+    signal: int = 0  # the largest signal number any rank was interrupted by (fastasr.training.interrupt), 0: none
 
 
 class Window:
@@ -195,11 +196,12 @@ class Window:
         self.steps += 1
         self.data_s += data_s
 
-    def read(self, start: float) -> Reading:
-        """A sync point: one read-back of this rank's sums, then (world > 1) one gather of all ranks' sums, clocks."""
+    def read(self, start: float, signal: int = 0) -> Reading:
+        """A sync point: one read-back of this rank's sums, then (world > 1) one gather of all ranks' sums, clocks
+        and the signals they were interrupted by (`signal`: this rank's, 0 for none)."""
         mine = self.sums.tolist()  # waits for this rank's device, so the clock below reads when the work finished
         now = time.perf_counter()
-        rows = [[*mine, now - start, now - self.start]]
+        rows = [[*mine, now - start, now - self.start, float(signal)]]
         if self.world > 1:
             out = torch.empty(self.world, len(rows[0]), dtype=torch.float64, device=self.device)
             dist.all_gather(list(out.unbind()), torch.tensor(rows[0], dtype=torch.float64, device=self.device))
@@ -211,7 +213,7 @@ class Window:
                        # The main rank's rate: the others' windows also hold their wait for its validation.
                        elapsed=max(r[4] for r in rows), s_per_step=rows[0][5] / max(1, self.steps),
                        steps=self.steps, step_s=now - self.start - self.data_s, data_s=self.data_s,
-                       audio_s=int(self.audio_samples) / SAMPLE_RATE)
+                       audio_s=int(self.audio_samples) / SAMPLE_RATE, signal=int(max(r[6] for r in rows)))
 
 
 class Clock:
