@@ -58,6 +58,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     config, d, t = s.config, s.d, s.config.train
     step, elapsed, skipped, epoch = s.step, s.elapsed, s.skipped, s.epoch
     saved_at = step  # the step the checkpoint on disk holds (none yet, or the one resumed from)
+    if d.is_main and s.saved is not None:
+        note_new_horizon(Config.from_dict(s.saved["config"]), config, step, s.elapsed)
     if d.is_main:
         print(f"model: {count_parameters(s.model) / 1e6:.2f} M parameters, vocab {s.tokenizer.vocab_size}, "
               f"world {d.world} on {d.device}; starting at step {step}", flush=True)
@@ -140,6 +142,23 @@ def lr_at(step: int, progress: float, optim: OptimConfig) -> float:
     warm = min(1.0, (step + 1) / max(1, optim.warmup_steps))
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     return optim.lr * warm * (optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine)
+
+
+def note_new_horizon(saved: Config, config: Config, step: int, elapsed: float) -> None:
+    """--resume with another max_steps / max_minutes than the run's moves its schedule: say so, with the lr it
+    implies at the resumed step, before and after."""
+    before, after = saved.train, config.train
+    changed = [f"{k} {getattr(before, k)} → {getattr(after, k)}" for k in ("max_steps", "max_minutes")
+               if getattr(before, k) != getattr(after, k)]
+    if not changed:
+        return
+    old = lr_at(step, progress_of(step, elapsed, saved), saved.optim)
+    new = lr_at(step, progress_of(step, elapsed, config), config.optim)
+    ends = ", ".join(x for x in (f"step {after.max_steps}" if after.max_steps else "",
+                                 f"{after.max_minutes:g} min" if after.max_minutes else "") if x)
+    print(f"fastasr train: --resume with {', '.join(changed)}: the cosine schedule now ends at "
+          f"{ends or f'optim.decay_steps {config.optim.decay_steps}'}; the lr at step {step} is {new:.3g} "
+          f"(it was {old:.3g} under the run's limits)", file=sys.stderr, flush=True)
 
 
 def progress_of(step: int, elapsed_s: float, config: Config) -> float:

@@ -86,8 +86,8 @@ def start(data: str, run: Path, config: Config, *, resume: bool, init_from, toke
 
     model = Transducer(config.model).to(d.device)
     optimizer = make_optimizer(model, config.optim)
-    s = Session(config, run, d, tok, model, optimizer, None, None, None, [], Logs(run, d.is_main), saved,
-                run_id=new_run_id(saved))
+    logs = Logs(run, d.is_main, resumed_at=None if saved is None else int(saved["step"]))
+    s = Session(config, run, d, tok, model, optimizer, None, None, None, [], logs, saved, run_id=new_run_id(saved))
     resumed = restore_weights(s, init_from) if saved is not None or init_from is not None else {}
     s.ema = make_ema(s)
     s.parts = step_parts(s)
