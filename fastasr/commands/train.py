@@ -56,11 +56,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="settings file, JSON or YAML ({section: {field: value}}, like RUN_DIR/config.json): on top "
                         "of the preset, under the section.field=value overrides")
     p.add_argument("--print-config", action="store_true",
-                   help="print every setting as section.field=value (the resolved value, and the default where it "
-                        "differs) and exit")
+                   help="print every setting as section.field=value (the resolved value, and the preset's where "
+                        "it differs) and exit")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
-                   help="e.g. model.d_model=128 optim.lr=1e-3 data.num_workers=2 train.val_every=100 "
-                        "(sections: model, optim, data, train; see fastasr/training/config.py)")
+                   help="e.g. model.d_model=128 optim.lr=1e-3 data.num_workers=2 train.val_every=100. Sections: "
+                        "model (sizes, encoder, front end, streaming), optim (lr, warm-up, schedule, accumulation), "
+                        "data (batching, workers, filters, augmentation), train (limits, logging, checkpoints, "
+                        "device). `--preset P --print-config` lists every setting with its value")
     add_reach_flags(p)
 
 
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         from fastasr.training.config import describe
 
-        print("\n".join(describe(config)))
+        print("\n".join(describe(config, args.preset)))
         return 0
 
     resume = resume_mode(args, run_dir)

@@ -306,17 +306,20 @@ def load_file(path) -> dict[str, dict]:
     return data
 
 
-def describe(config: Config) -> list[str]:
-    """Every setting as a `section.field=value` line (the override syntax), with the built-in default where the
-    preset, a config file or an override changed it."""
+def describe(config: Config, preset_name: str | None = None) -> list[str]:
+    """Every setting as a `section.field=value` line (the override syntax), a section at a time, with the preset's
+    value where a run, a config file or an override changed it (`preset_name`; else the built-in default)."""
     def show(v) -> str:
         return str(v).lower() if isinstance(v, bool) else str(v)
 
-    lines, defaults = [], Config()
+    reference = apply_overrides(Config(), PRESETS[preset_name]) if preset_name else Config()
+    said = f"preset {preset_name}" if preset_name else "default"
+    lines = []
     for section in SECTIONS:
+        lines.append(f"# {section}")
         for f in fields(getattr(config, section)):
-            value, default = getattr(getattr(config, section), f.name), getattr(getattr(defaults, section), f.name)
-            note = "" if value == default else f"  # default {show(default)}"
+            value, default = getattr(getattr(config, section), f.name), getattr(getattr(reference, section), f.name)
+            note = "" if value == default else f"  # {said}: {show(default)}"
             lines.append(f"{section}.{f.name}={show(value)}{note}")
     return lines
 

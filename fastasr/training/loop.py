@@ -61,6 +61,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     if d.is_main and s.saved is not None:
         note_new_horizon(Config.from_dict(s.saved["config"]), config, step, s.elapsed)
     if d.is_main:
+        note_endless_warmup(config, step)
+    if d.is_main:
         print(f"model: {count_parameters(s.model) / 1e6:.2f} M parameters, vocab {s.tokenizer.vocab_size}, "
               f"world {d.world} on {d.device}; starting at step {step}", flush=True)
     bar = progress_bar(s)
@@ -159,6 +161,17 @@ def note_new_horizon(saved: Config, config: Config, step: int, elapsed: float) -
     print(f"fastasr train: --resume with {', '.join(changed)}: the cosine schedule now ends at "
           f"{ends or f'optim.decay_steps {config.optim.decay_steps}'}; the lr at step {step} is {new:.3g} "
           f"(it was {old:.3g} under the run's limits)", file=sys.stderr, flush=True)
+
+
+def note_endless_warmup(config: Config, step: int) -> None:
+    """A run whose steps end inside the lr warm-up never trains at its lr (a short run, a short fine-tune): say so."""
+    t, o = config.train, config.optim
+    if not (t.max_steps and step < t.max_steps <= o.warmup_steps):
+        return
+    top = lr_at(t.max_steps - 1, progress_of(t.max_steps - 1, 0.0, config), o)
+    log.warning(f"optim.warmup_steps={o.warmup_steps} >= --max-steps {t.max_steps}: the lr is still ramping up when "
+                f"the run ends (at most {top:.2g} of optim.lr={o.lr:g}); for a short run or a fine-tune set e.g. "
+                f"optim.warmup_steps={max(1, t.max_steps // 10)}")
 
 
 def progress_of(step: int, elapsed_s: float, config: Config) -> float:

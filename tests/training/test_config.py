@@ -15,6 +15,8 @@ def printed(capsys, *argv) -> dict[str, str]:
     out = capsys.readouterr().out
     settings = {}
     for line in out.splitlines():
+        if line.startswith("# "):  # a section's heading
+            continue
         key, _, value = line.partition("  #")[0].partition("=")
         settings[key] = value
     return settings
@@ -29,6 +31,11 @@ def test_print_config_lists_every_setting_of_every_section(capsys):
     assert settings["optim.grad_clip"] == "5.0"
     again = apply_overrides(Config(), [f"{k}={v}" for k, v in settings.items()])
     assert again == preset("small", ["optim.lr=7e-4"])
+    # "the preset's" is the value the preset gives, not a dataclass default no preset uses
+    assert main(["train", "--print-config", "--preset", "small", "optim.lr=7e-4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "optim.lr=0.0007  # preset small: 0.0015" in out and "model.d_model=256" in out
+    assert [line for line in out if line.startswith("# ")] == [f"# {s}" for s in SECTIONS]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])

@@ -1,9 +1,12 @@
 """Resume means continue: the log rows and TensorBoard points an interrupted run wrote after its last checkpoint are
-dropped, so every step appears once; a changed --max-steps on --resume is said in one line with the lr it implies."""
+dropped, so every step appears once; a changed --max-steps on --resume is said in one line with the lr it implies;
+a run that ends inside its lr warm-up says so."""
 
 from __future__ import annotations
 
 import csv
+import logging
+from dataclasses import replace
 
 import pytest
 from asr_helpers import Crash, crash_at, make_config, make_shards
@@ -51,3 +54,15 @@ def test_a_new_horizon_is_said_with_its_lr(shards, tmp_path, capsys):
     assert f"the lr at step 4 is {new:.3g} (it was {old:.3g}" in err and old != new
     train(shards, run, longer, resume=True)  # the same limits again: nothing to say
     assert "cosine schedule" not in capsys.readouterr().err
+
+
+def test_a_run_that_ends_in_its_warm_up_says_so(shards, tmp_path, caplog):
+    config = make_config(max_steps=3)
+    with caplog.at_level(logging.WARNING, logger="fastasr.train"):
+        train(shards, tmp_path / "short", replace(config, optim=replace(config.optim, warmup_steps=10)))
+    said = [r.getMessage() for r in caplog.records if "warmup_steps" in r.getMessage()]
+    assert said and "optim.warmup_steps=10 >= --max-steps 3" in said[0] and "optim.warmup_steps=1" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fastasr.train"):
+        train(shards, tmp_path / "fine", config)  # warm-up 2 of 3 steps: it ends
+    assert not [r for r in caplog.records if "warmup_steps" in r.getMessage()]
