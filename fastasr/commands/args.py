@@ -43,3 +43,20 @@ def add_reach_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-foreign-paths", action="store_true",
                    help="follow shard paths of an index read from a URL that lead outside its URL prefix: local "
                         "paths, file://, other hosts, buckets or schemes, '..'")
+
+
+def check_checkpoint_path(path: str) -> None:
+    """--checkpoint PATH: a UserError saying what was probably meant when PATH is a run or export directory, or
+    missing."""
+    import os
+
+    from fastasr.errors import UserError
+
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model.json")):
+            raise UserError(f"--checkpoint {path}: is an export directory; did you mean --model {path}?")
+        there = [n for n in ("last.pt", "ema.pt") if os.path.isfile(os.path.join(path, n))]
+        hint = " or ".join(os.path.join(path, n) for n in there) or os.path.join(path, "last.pt")
+        raise UserError(f"--checkpoint {path}: is a directory; did you mean {hint}?")
+    if not os.path.isfile(path):
+        raise UserError(f"--checkpoint {path} does not exist (a .pt file written by `fastasr train`)")

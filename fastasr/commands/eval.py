@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from fastasr.commands.args import add_reach_flags, non_negative_int, positive_float, positive_int
+from fastasr.commands.args import (add_reach_flags, check_checkpoint_path, non_negative_int, positive_float,
+                                  positive_int)
 from fastasr.errors import UserError
 
 
@@ -30,8 +30,7 @@ def check(args: argparse.Namespace) -> None:
     """Every argument mistake as a UserError, before a model is loaded."""
     from fastasr.shards.index import Reach, open_index
 
-    if not os.path.isfile(args.checkpoint):
-        raise UserError(f"--checkpoint {args.checkpoint} does not exist (a .pt file written by `fastasr train`)")
+    check_checkpoint_path(args.checkpoint)
     _, index = open_index(args.data, "--data", reach=Reach(args.allow_pipe, args.allow_foreign_paths))
     splits = sorted(index.get("splits", {}))
     if args.split not in splits:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from fastasr.commands.args import non_negative_int, positive_float, positive_int
+from fastasr.commands.args import check_checkpoint_path, non_negative_int, positive_float, positive_int
 from fastasr.errors import UserError
 
 
@@ -19,7 +20,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "RUN_DIR/last.pt)")
     source.add_argument("--model", metavar="EXPORT_DIR",
                         help="a directory written by `fastasr export`: onnxruntime + NumPy, torch is never imported")
-    p.add_argument("audio", nargs="+", help="audio files: opus, wav or flac, any rate, channel count and length")
+    p.add_argument("audio", nargs="+",
+                   help="audio files (opus, wav, flac; any rate, channel count and length), directories (their audio "
+                        "files, recursively), - (paths on stdin), @FILE (paths in FILE), NeMo manifests (.json / "
+                        ".jsonl with audio_filepath) or Kaldi wav.scp files (the utterance id is printed)")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the results to FILE instead of stdout: JSON lines for .jsonl / .json (id, path, text "
+                        "and, with --timestamps, words), else TSV (id, text[, words]); written whole, then renamed "
+                        "into place")
     p.add_argument("--beam", type=positive_int, default=1, metavar="K",
                    help="beam width; 1 = batched greedy decoding (--checkpoint only; an export decodes greedily)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -116,17 +124,57 @@ def run(args: argparse.Namespace) -> int:
     mistake (a missing checkpoint, a missing or corrupt export directory) is a UserError: one line, exit 2."""
     from tqdm import tqdm
 
+    from fastasr.corpus.inputs import audio_inputs
+
+    _check_source(args)
+    inputs = audio_inputs(args.audio)
+    args.audio = [i.path for i in inputs]
+    out, tmp = None, None
+    if args.out is not None:
+        target = os.path.abspath(args.out)
+        if os.path.isdir(target):
+            raise UserError(f"--out {args.out}: is a directory; give a file name (.tsv or .jsonl)")
+        tmp = f"{target}.tmp-{os.getpid()}"
+        out = open(tmp, "w", encoding="utf-8")
+    jsonl = args.out is not None and args.out.lower().endswith((".jsonl", ".json"))
     failed = 0
-    for t in _transcripts(args, progress=sys.stderr.isatty()):
-        if t.text is None:
-            failed += 1
-            tqdm.write(f"fastasr transcribe: skipped {t.error}", file=sys.stderr)
-            continue
-        words = "" if t.words is None else "\t" + json.dumps([[w, a, b] for w, a, b in t.words], ensure_ascii=False)
-        tqdm.write(f"{t.path}\t{t.text}{words}", file=sys.stdout)  # above the progress bar, when there is one
-        sys.stdout.flush()
+    try:
+        for item, t in zip(inputs, _transcripts(args, progress=sys.stderr.isatty())):
+            if t.text is None:
+                failed += 1
+                tqdm.write(f"fastasr transcribe: skipped {t.error}", file=sys.stderr)
+                continue
+            words = None if t.words is None else [[w, a, b] for w, a, b in t.words]
+            if jsonl:
+                record = {"id": item.id, "path": item.path, "text": t.text, **({} if words is None else
+                                                                              {"words": words})}
+                line = json.dumps(record, ensure_ascii=False)
+            else:
+                line = f"{item.id}\t{t.text}" + ("" if words is None else "\t" + json.dumps(words, ensure_ascii=False))
+            if out is not None:
+                out.write(line + "\n")
+            else:
+                tqdm.write(line, file=sys.stdout)  # above the progress bar, when there is one
+                sys.stdout.flush()
+        if out is not None:
+            out.close()
+            os.replace(tmp, target)
+    finally:
+        if out is not None and not out.closed:
+            out.close()
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
     if failed:
-        print(f"fastasr transcribe: {failed} of {len(args.audio)} files could not be read (named above)",
+        print(f"fastasr transcribe: {failed} of {len(inputs)} files could not be read (named above)",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _check_source(args: argparse.Namespace) -> None:
+    """A checkpoint that is a directory, or an export directory that is a file: say what was probably meant."""
+    if args.checkpoint is not None and os.path.exists(args.checkpoint):
+        check_checkpoint_path(args.checkpoint)
+    if args.model is not None and os.path.isfile(args.model):
+        raise UserError(f"--model {args.model}: is a file, not an export directory; did you mean --checkpoint "
+                        f"{args.model} (or the --out DIR of `fastasr export {args.model}`)?")
