@@ -21,7 +21,8 @@ SOURCE is one of
   an Open STT .csv         headerless audio_path,text_path,duration
   a NeMo .jsonl            audio_filepath, text (+ offset/duration: a segment; speaker)
   a Lhotse .jsonl[.gz]     cuts, or supervisions with the recordings beside them (or the other way round)
-Relative paths are relative to the manifest's folder; with --manifest PATH, SOURCE is that root instead. Segments
+Relative paths are relative to the manifest's folder, or to --audio-root DIR; with --manifest PATH, SOURCE is that
+root instead. Segments
 (offset/duration, Lhotse supervisions, Kaldi segments) become samples of their own: the span's audio, stored
 losslessly as FLAC (integer PCM) or float WAV (lossy and float sources).
 
@@ -53,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", nargs="?", help="output shard directory")
     parser.add_argument("--manifest", metavar="PATH", help="a manifest (.csv, .jsonl[.gz], Kaldi data dir) whose paths are relative "
                                            "to SOURCE")
+    parser.add_argument("--audio-root", metavar="DIR",
+                        help="SOURCE is a manifest whose relative audio paths are relative to DIR (the same as "
+                             "`shard DIR OUT --manifest SOURCE`); keys of absolute paths under DIR are relative to it")
     parser.add_argument("--split", default="0.6,0.2,0.2", metavar="TRAIN,VAL,TEST", help="train,val,test fractions")
     parser.add_argument("--group-by", metavar="RULE", help=f"{'|'.join(GROUP_RULES)}|REGEX: hash the split over "
                                                             f"groups, so a group is wholly in one split")
@@ -96,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.source or not args.out:
         raise UserError("SOURCE and OUT are required (or --merge OUT)")
+    if args.audio_root is not None:
+        if args.manifest is not None:
+            raise UserError("give --audio-root DIR (SOURCE is the manifest) or --manifest PATH (SOURCE is the audio "
+                            "root), not both")
+        if not Path(args.audio_root).is_dir():
+            raise UserError(f"--audio-root {args.audio_root}: not a directory")
+        args.source, args.manifest = args.audio_root, args.source
     parse_group_by(args.group_by)  # a bad pattern is refused before anything is listed
     options = ShardOptions(
         text=TextConfig(fold_yo=not args.no_fold_yo, keep_digits=args.keep_digits, keep_latin=args.keep_latin),

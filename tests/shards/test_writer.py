@@ -250,3 +250,20 @@ def test_rerun_redoes_a_shard_whose_input_changed(tmp_path):
     assert again.written == 1 and again.skipped == first.written - 1
     texts = {n: b for shard in read_dataset(tmp_path / "out").values() for n, b in shard.items()}
     assert texts[sources[0][: -len(".opus")] + ".txt"].decode() == "исправленная расшифровка"
+
+
+def test_audio_root_reads_a_manifest_held_elsewhere(tmp_path):
+    """`shard MANIFEST OUT --audio-root DIR`: the manifest's relative paths from DIR, the same build as the
+    `shard DIR OUT --manifest MANIFEST` spelling (same shard bytes, the same keys)."""
+    src = tmp_path / "c"
+    make_corpus(src, 4)
+    rows = [f"set_a/{i % 3}/{i:02x}/utt{i:04d}.opus,set_a/{i % 3}/{i:02x}/utt{i:04d}.txt,1.5" for i in range(4)]
+    manifest = tmp_path / "lists" / "m.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("\n".join(rows) + "\n")
+    assert main(["shard", str(src), str(tmp_path / "a"), "--manifest", str(manifest), "--quiet", "--workers", "1"]) == 0
+    assert main(["shard", str(manifest), str(tmp_path / "b"), "--audio-root", str(src), "--quiet",
+                 "--workers", "1"]) == 0
+    assert read_dataset(tmp_path / "a") == read_dataset(tmp_path / "b")
+    assert main(["shard", str(manifest), str(tmp_path / "c2"), "--audio-root", str(src), "--manifest",
+                 str(manifest)]) == 2
