@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fastasr.commands.args import (add_reach_flags, check_checkpoint_path, non_negative_int, positive_float,
                                   positive_int)
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from fastasr.inference.evaluate import evaluate
 
     m = evaluate(args.checkpoint, args.data, args.split, args.out, beam=args.beam, device=args.device,
+                 progress=sys.stderr.isatty(),
                  max_batch_seconds=args.max_batch_seconds, num_workers=args.workers, limit=args.limit,
                  allow_pipe=args.allow_pipe, allow_foreign_paths=args.allow_foreign_paths, chunk_ms=args.chunk_ms)
     chunks = f", {args.chunk_ms:g}-ms chunks" if args.chunk_ms else ""

@@ -57,8 +57,8 @@ class EpochTally:
     def _epoch_over(self, epoch: int) -> None:
         stats = self.stats[epoch]
         skipped = {k: v for k, v in stats.items() if k not in ("batches", "samples")}
-        log.info("rank %d epoch %d: %d batches, %d samples, skipped %s", self.spec.rank, epoch, stats["batches"],
-                 stats["samples"], skipped or "none")
+        log.info("%s, rank %d epoch %d: %d batches, %d samples, skipped %s", self.spec.split, self.spec.rank, epoch,
+                 stats["batches"], stats["samples"], skipped or "none")
         if self.infinite and not self.delivered[epoch] and epoch not in dict(self.spec.exclude):
             raise self.no_data(epoch)
 

@@ -163,7 +163,8 @@ def format_table(summary: dict) -> str:
         lines.append(row)
     if summary.get("group_by") is not None:
         per = ", ".join(f"{name} {b['groups']}" for name, b in summary["splits"].items())
-        lines.append(f"groups (--group-by {summary['group_by']}): {per}; all {summary['all']['groups']}")
+        lines.append(f"groups (--group-by {summary['group_by']}) of the samples in the shards: {per}; all "
+                     f"{summary['all']['groups']} (index.json counts them as planned, rejected rows included)")
     rejected = summary["rejected"]
     lines.append(f"input rows {summary['input_rows']}, rejected {sum(rejected.values())}")
     lines.append(f"  {'reason':<24}{'all':>8}" + "".join(f"{s:>8}" for s in summary["splits"]))

@@ -364,13 +364,14 @@ def format_summary(result: BuildResult) -> str:
     lines.append(f"{'total':<8}{t['samples']:>10}{t['seconds'] / 3600:>10.2f}")
     if index.get("group_by") is not None:
         per = ", ".join(f"{split} {v['groups']}" for split, v in index["splits"].items())
-        lines.append(f"groups (--group-by {index['group_by']}): {per}")
+        lines.append(f"groups (--group-by {index['group_by']}) as planned, before the rows rejected while "
+                     f"sharding: {per}")
     lines.append(f"input rows {t['input_rows']} = {t['samples']} in shards + {t['rejected']} rejected")
     for reason, n in index["rejected"].items():
         lines.append(f"  rejected {reason:<22}{n:>8}")
     sr = index["seed_rule"]
     lines.append(
-        f"seed rule ({sr['rule']}) would catch {sr['rejects_it_would_catch']} of the rejects "
+        f"the original notebook's outlier rule ({sr['rule']}) would catch {sr['rejects_it_would_catch']} of the rejects "
         f"({sr['speaking_rate_rejects_it_would_catch']} of {sr['speaking_rate_rejects']} speaking-rate rejects)"
     )
     rate = t["input_rows"] / result.elapsed if result.elapsed else 0.0

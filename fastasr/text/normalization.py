@@ -84,9 +84,12 @@ def normalize(raw: str, config: TextConfig = DEFAULT_TEXT) -> str:
     allowed = set(config.alphabet)
     bad = sorted({ch for ch in text if ch not in allowed})
     if bad:
+        # the detail names the words as written ("2024", not the sorted characters "024"), the first three
+        words = [w for w in text.split() if any(ch not in allowed for ch in w)]
+        detail = " ".join(words[:3]) + (" …" if len(words) > 3 else "")
         if any(ch in DIGITS for ch in bad):
-            raise TextRejected("digits", "".join(bad))
+            raise TextRejected("digits", detail)
         if any(ch in LATIN for ch in bad):
-            raise TextRejected("latin", "".join(bad))
-        raise TextRejected("out_of_alphabet", "".join(bad))
+            raise TextRejected("latin", detail)
+        raise TextRejected("out_of_alphabet", detail)
     return text

@@ -54,3 +54,12 @@ def utterance_errors(reference: str, hypothesis: str) -> int:
         return len(hyp.split())
     out = jiwer.process_words(ref, hyp)
     return out.substitutions + out.deletions + out.insertions
+
+
+def utterance_char_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(character errors S + D + I, reference characters) of one utterance, as `score` counts them for its CER."""
+    ref, hyp = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
+    if not ref:
+        return len(hyp), 0
+    out = jiwer.process_characters(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, out.hits + out.substitutions + out.deletions

@@ -96,4 +96,4 @@ def test_group_by_dir_and_text_end_to_end(tmp_path, capsys):
     assert len(sentences) < 24 + 6  # the corpus repeats sentences too
     assert sum(b["groups"] for b in summary["splits"].values()) == summary["all"]["groups"] == len(sentences)
     assert main(["stats", str(tmp_path / "t")]) == 0
-    assert "groups (--group-by text)" in capsys.readouterr().out
+    assert "groups (--group-by text) of the samples in the shards" in capsys.readouterr().out

@@ -47,4 +47,7 @@ def test_eval_numbers_equal_jiwer_on_tsv(tmp_path, capsys):
     assert metrics["cer"] == pytest.approx(jiwer.cer(refs, hyps))
     assert metrics["accuracy"] == pytest.approx(words.hits / sum(len(r.split()) for r in refs))
     assert sum(int(r["errors"]) for r in rows) == words.substitutions + words.deletions + words.insertions
+    chars = jiwer.process_characters(refs, hyps)  # per-utterance character errors add up to the corpus CER's
+    assert sum(int(r["char_errors"]) for r in rows) == chars.substitutions + chars.deletions + chars.insertions
+    assert all(float(r["cer"]) == pytest.approx(jiwer.cer(r["reference"], r["hypothesis"]), abs=1e-4) for r in rows)
     assert f"{metrics['wer']:.2%}" in printed and f"{metrics['cer']:.2%}" in printed

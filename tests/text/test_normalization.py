@@ -45,3 +45,12 @@ def test_tokenizer_roundtrip():
     ids = tok.encode("привет мир")
     assert tok.blank == 0 and 0 not in ids and tok.decode([0, *ids, 0]) == "привет мир"
     assert tok.vocab_size == len(DEFAULT_TEXT.alphabet) + 1
+
+
+def test_a_rejects_detail_names_the_words_as_written():
+    with pytest.raises(TextRejected) as err:
+        normalize("в 2024 году и 1999 и 12 и 7")
+    assert err.value.detail == "2024 1999 12 …"  # not the sorted characters "012479"
+    with pytest.raises(TextRejected) as err:
+        normalize("это ok")
+    assert err.value.detail == "ok"
