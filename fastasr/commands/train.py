@@ -155,10 +155,14 @@ def resolve(args: argparse.Namespace):
     from fastasr.training.config import preset
 
     extra = []
-    if args.max_steps is not None:
-        extra.append(f"train.max_steps={args.max_steps}")
-    if args.max_minutes is not None:
-        extra.append(f"train.max_minutes={args.max_minutes}")
+    for flag, name, value in (("--max-steps", "max_steps", args.max_steps),
+                              ("--max-minutes", "max_minutes", args.max_minutes)):
+        if value is None:
+            continue
+        extra.append(f"train.{name}={value}")
+        said = [o for o in args.overrides if o.split("=", 1)[0].strip() == f"train.{name}"]
+        if said:  # one setting asked for twice: which one was meant is not ours to guess
+            raise UserError(f"{flag} {value} and {said[-1]} set the same setting: give one of them")
     run_dir = args.run_dir
     if args.run_deprecated is not None:
         if run_dir is not None:

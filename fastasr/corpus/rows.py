@@ -171,3 +171,19 @@ def relative(p: str, root: Path) -> str:
         return path.relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return Path(*path.parts[1:]).as_posix()
+
+
+def outside_keys_relative(rows: list[Row]) -> list[Row]:
+    """Rows whose audio lies outside the corpus root by an absolute path (a NeMo manifest's usual
+    `/home/USER/data/...`) are keyed by their full path (`relative`); give them instead the path from the common
+    directory of all such audio files, so that no machine's directory layout reaches the shards and reports."""
+    outside = [i for i, r in enumerate(rows) if r.audio and os.path.isabs(r.audio)
+               and Path(*Path(os.path.abspath(r.audio)).parts[1:]).as_posix() == r.source]
+    if not outside:
+        return rows
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(rows[i].audio)) for i in outside])
+    rows = list(rows)
+    for i in outside:
+        r = rows[i]
+        rows[i] = replace(r, source=Path(os.path.relpath(os.path.abspath(r.audio), common)).as_posix())
+    return rows

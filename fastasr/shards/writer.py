@@ -31,7 +31,7 @@ from pathlib import Path
 from fastasr.corpus.checks import SEED_RULE, Filters, Reject, Sample, check_row
 from fastasr.corpus.grouping import GroupRule, parse_group_by, split_rows
 from fastasr.corpus.readers import FORMATS, read_source
-from fastasr.corpus.rows import Row
+from fastasr.corpus.rows import Row, outside_keys_relative
 from fastasr.corpus.segments import overlapping
 from fastasr.corpus.split import ShardPlan, plan_shards, shards_of_part
 from fastasr.errors import UserError
@@ -95,7 +95,7 @@ def build_shards(
     rule = parse_group_by(options.group_by)  # a bad pattern fails before the listing
     ownership.refuse_foreign(out, force)
     _, rows_iter = read_source(source, manifest)
-    rows = list(rows_iter)
+    rows = outside_keys_relative(list(rows_iter))
     log.info("listed %d input rows in %.1f s", len(rows), time.perf_counter() - start)
     if not rows:
         raise UserError(f"no input rows in SOURCE {source}" + (f" with manifest {manifest}" if manifest else "")

@@ -91,3 +91,12 @@ def test_a_build_that_rejects_every_row_exits_1(tmp_path, capsys):
     assert lines[0].startswith("fastasr shard: error: all 3 input rows were rejected (transcript_empty 2, "), err
     assert "rejected.tsv" in lines[0] and (out / "rejected.tsv").exists()
     assert "e.g." in lines[-1]
+
+
+def test_an_override_that_contradicts_a_flag_is_an_error(capsys):
+    from fastasr.cli import main
+
+    assert main(["train", "--print-config", "--max-steps", "10", "train.max_steps=20"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-steps 10 and train.max_steps=20 set the same setting" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--print-config", "--max-steps", "10"]) == 0

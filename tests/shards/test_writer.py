@@ -267,3 +267,20 @@ def test_audio_root_reads_a_manifest_held_elsewhere(tmp_path):
     assert read_dataset(tmp_path / "a") == read_dataset(tmp_path / "b")
     assert main(["shard", str(manifest), str(tmp_path / "c2"), "--audio-root", str(src), "--manifest",
                  str(manifest)]) == 2
+
+
+def test_absolute_manifest_paths_do_not_carry_the_machines_layout(tmp_path):
+    """A NeMo manifest with absolute paths outside its folder: keys from the audio files' common directory."""
+    src = tmp_path / "home" / "user" / "data" / "open_stt"
+    sources = make_corpus(src, 4)
+    manifest = tmp_path / "lists" / "train.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(src / s), "duration": 1.5}) + "\n"
+                                for s in sources))
+    res = build(manifest, tmp_path / "out")
+    keys = {k for shard in read_dataset(tmp_path / "out").values() for k in shard}
+    assert res.index["totals"]["samples"] == 4 and keys
+    assert not any("home" in k or "user" in k for k in keys), sorted(keys)[:3]
+    # all four lie under open_stt/set_a: their paths from there, as the keys of a relative manifest would be
+    stems = {str(Path(s).relative_to("set_a").with_suffix("")) for s in sources}
+    assert {k.rsplit(".", 1)[0] for k in keys} == stems
