@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
+    except BrokenPipeError:  # `fastasr … | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except KeyboardInterrupt:  # a second Ctrl-C in training, or one anywhere else: stop without a traceback
         if args.debug:
             traceback.print_exc()

@@ -307,10 +307,13 @@ def load_file(path) -> dict[str, dict]:
 
 
 def describe(config: Config, preset_name: str | None = None) -> list[str]:
-    """Every setting as a `section.field=value` line (the override syntax), a section at a time, with the preset's
-    value where a run, a config file or an override changed it (`preset_name`; else the built-in default)."""
+    """Every setting as a `section.field=value` line (the override syntax), a section at a time, with what it does
+    (settings_help.HELP) and the preset's value where a run, a config file or an override changed it
+    (`preset_name`; else the built-in default)."""
     def show(v) -> str:
         return str(v).lower() if isinstance(v, bool) else str(v)
+
+    from fastasr.training.settings_help import HELP
 
     reference = apply_overrides(Config(), PRESETS[preset_name]) if preset_name else Config()
     said = f"preset {preset_name}" if preset_name else "default"
@@ -319,8 +322,9 @@ def describe(config: Config, preset_name: str | None = None) -> list[str]:
         lines.append(f"# {section}")
         for f in fields(getattr(config, section)):
             value, default = getattr(getattr(config, section), f.name), getattr(getattr(reference, section), f.name)
-            note = "" if value == default else f"  # {said}: {show(default)}"
-            lines.append(f"{section}.{f.name}={show(value)}{note}")
+            name = f"{section}.{f.name}"
+            note = "" if value == default else f"; {said}: {show(default)}"
+            lines.append(f"{name}={show(value)}  # {HELP.get(name, '')}{note}")
     return lines
 
 

@@ -34,7 +34,9 @@ def test_print_config_lists_every_setting_of_every_section(capsys):
     # "the preset's" is the value the preset gives, not a dataclass default no preset uses
     assert main(["train", "--print-config", "--preset", "small", "optim.lr=7e-4"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "optim.lr=0.0007  # preset small: 0.0015" in out and "model.d_model=256" in out
+    lr = next(line for line in out if line.startswith("optim.lr="))
+    assert lr.startswith("optim.lr=0.0007  # peak learning rate") and lr.endswith("; preset small: 0.0015")
+    assert any(line.startswith("model.d_model=256  # encoder width") for line in out)
     assert [line for line in out if line.startswith("# ")] == [f"# {s}" for s in SECTIONS]
 
 
@@ -112,3 +114,10 @@ def test_streaming_needs_the_kaldi_front_end():
 
     with pytest.raises(UserError, match="model.streaming=true needs model.frontend=kaldi"):
         preset("tiny", ["model.streaming=true", "model.frontend=logmel"])
+
+
+def test_every_setting_has_a_line_of_help():
+    from fastasr.training.settings_help import HELP
+
+    names = {f"{s}.{f.name}" for s in SECTIONS for f in fields(getattr(Config(), s))}
+    assert set(HELP) == names and all(HELP.values())
