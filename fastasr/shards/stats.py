@@ -177,33 +177,47 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(per_split: dict[str, SplitStats], plots_dir: Path) -> list[Path]:
-    """The seed's scatter (duration vs words) and a duration histogram, one colour per split."""
+def plot(per_split: dict[str, SplitStats], plots_dir: Path, filters: dict | None = None) -> list[Path]:
+    """The seed's scatter (duration vs words) and a duration histogram, one colour per split (the largest split
+    drawn first, so the smaller ones show over it), whole-second ticks, and the build's duration and speaking-rate
+    bounds (`filters`: index.json's settings.filters) drawn as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     paths = []
+    order = sorted((s for s in per_split if per_split[s].durations), key=lambda s: -len(per_split[s].durations))
+    f = filters or {}
     fig, ax = plt.subplots(figsize=(7, 5))
-    for split, st in per_split.items():
-        if st.durations:
-            ax.scatter(st.durations, st.words, s=4, alpha=0.4, label=split)
+    for split in order:
+        st = per_split[split]
+        ax.scatter(st.durations, st.words, s=4, alpha=0.4, label=f"{split} ({len(st.durations)})")
+    top = max((max(st.durations) for st in per_split.values() if st.durations), default=1.0)
+    _bounds(ax, f, top)
+    for key, label in (("min_cps", "min"), ("max_cps", "max")):  # characters per second, ~6 per word with space
+        if f.get(key):
+            ax.plot([0, top], [0, top * f[key] / 6.5], ":", color="grey", lw=1,
+                    label=f"{label} speaking rate ({f[key]:g} chars/s, ~6.5 per word)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("duration, s")
     ax.set_ylabel("words")
     ax.set_title("duration vs words")
-    ax.legend()
+    ax.legend(fontsize=8)
     paths.append(plots_dir / "duration_vs_words.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    data = [st.durations for st in per_split.values() if st.durations]
-    labels = [split for split, st in per_split.items() if st.durations]
-    if data:
-        ax.hist(data, bins=50, stacked=True, label=labels)
-        ax.legend()
+    if order:
+        ax.hist([per_split[s].durations for s in order], bins=50, stacked=True, label=order)
+    _bounds(ax, f, top)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if order:
+        ax.legend(fontsize=8)
     ax.set_xlabel("duration, s")
     ax.set_ylabel("utterances")
     ax.set_title("duration histogram")
@@ -211,6 +225,17 @@ def plot(per_split: dict[str, SplitStats], plots_dir: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def _bounds(ax, filters: dict, top: float | None = None) -> None:
+    """The duration bounds as dashed lines; the axis stays on the data (a bound beyond it is named in the legend)."""
+    for key in ("min_duration", "max_duration"):
+        if filters.get(key):
+            beyond = top is not None and filters[key] > top
+            ax.axvline(filters[key], ls="--", color="grey", lw=1,
+                       label=f"{key.replace('_', ' ')} {filters[key]:g} s" + (" (beyond the data)" if beyond else ""))
+    if top is not None:
+        ax.set_xlim(0, top * 1.05)
 
 
 def compute_stats(path: str | Path, plots_dir: str | Path | None = None, *, allow_pipe: bool = False,
@@ -222,5 +247,7 @@ def compute_stats(path: str | Path, plots_dir: str | Path | None = None, *, allo
     per_split = collect(root, index, reach)
     summary = summarize(index, per_split)
     if plots_dir is not None:
-        summary["plots"] = [str(p) for p in plot(per_split, Path(plots_dir))]
+        filters = (index.get("settings") or {}).get("filters")
+        summary["plots"] = [str(p) for p in plot(per_split, Path(plots_dir), filters if isinstance(filters, dict)
+                                                 else None)]
     return summary
