@@ -10,8 +10,10 @@ durations of shards other tools wrote, whose samples carry no `.json` duration. 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from fastasr import sources
+from fastasr.shards.durations_bin import read_binary
 from fastasr.shards.index import Reach, read_durations_table  # the format lives beside its writer (torch-free)
 
 
@@ -20,6 +22,8 @@ class DurationsTable:
         self.shards = shards
 
     def get(self, shard: str, ordinal: int) -> float | None:
+        if hasattr(self.shards, "value"):  # a mapped table: one number, not the shard's list
+            return self.shards.value(shard, ordinal)
         values = self.shards.get(shard)
         if values is None or not 0 <= ordinal < len(values):
             return None
@@ -29,7 +33,12 @@ class DurationsTable:
 @lru_cache(maxsize=4)
 def durations_table(url: str) -> DurationsTable:
     """The table at `url`, read once per process (build_loader reads it first, so a table that cannot be read or
-    holds malformed fields is a UserError before the loader starts; forked workers inherit it)."""
+    holds malformed fields is a UserError before the loader starts; forked workers inherit it). A local table with
+    its binary twin is mapped, not parsed (fastasr.shards.durations_bin): every process on the node shares it."""
+    if not sources.is_remote(url):
+        shards = read_binary(Path(url[len("file://"):] if url.startswith("file://") else url))
+        if shards is not None:
+            return DurationsTable(shards)
     return DurationsTable(read_durations_table(url))
 
 

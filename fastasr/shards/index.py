@@ -215,9 +215,13 @@ def durations_name(split: str) -> str:
 
 def write_durations_table(path: Path, split: str, shards: dict[str, list]) -> None:
     """`{"format", "split", "shards": {path: [seconds or null per KEY group, tar order]}}` (fastasr/data/durations.py
-    reads it), atomically: a reader never sees half a table."""
+    reads it), atomically: a reader never sees half a table; then its binary twin (durations_bin), which local
+    readers map instead of parsing the JSON."""
+    from fastasr.shards.durations_bin import write_binary
+
     atomic_write(path, json.dumps({"format": DURATIONS_FORMAT, "split": split, "shards": shards},
                                   separators=(",", ":")))
+    write_binary(path, split, shards)
 
 
 def read_durations_table(url: str) -> dict[str, list]:

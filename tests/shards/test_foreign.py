@@ -323,7 +323,8 @@ def test_summary_names_the_unusable_and_a_rerun_writes_the_same(made, tmp_path, 
     first = [(tmp_path / n).read_bytes() for n in names]
     assert main(args) == 0  # the same split again: replaced, byte for byte the same
     assert [(tmp_path / n).read_bytes() for n in names] == first
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary files left behind
+    twin = ("durations-train.npy", "durations-train.bin.json")  # the table's binary twin (shards.durations_bin)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + twin)  # no temporary files left behind
 
 
 def test_loader_reads_a_foreign_index(made, txt_index):
