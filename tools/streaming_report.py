@@ -159,11 +159,12 @@ def main() -> int:
         m = score(refs, [h for h, _ in hyps])
         row = {"chunk_ms": ms, "cer": m["cer"], "wer": m["wer"],
                "delay": stats([d for h, r in zip(hyps, reference) for d in matched_delays(h[1], r[1])])}
-        with tempfile.TemporaryDirectory() as tmp:
-            export(args.checkpoint, Path(tmp) / "export", chunk_ms=ms)
-            n = min(args.runtime_utterances, len(utterances))
-            rtf, latencies = runtime_run(Path(tmp) / "export", utterances[:n], reference[:n], frame_s)
-        row.update(runtime_rtf_1_thread=round(rtf, 4), word_to_partial=stats(latencies), runtime_utterances=n)
+        n = min(args.runtime_utterances, len(utterances))
+        if n:
+            with tempfile.TemporaryDirectory() as tmp:
+                export(args.checkpoint, Path(tmp) / "export", chunk_ms=ms)
+                rtf, latencies = runtime_run(Path(tmp) / "export", utterances[:n], reference[:n], frame_s)
+            row.update(runtime_rtf_1_thread=round(rtf, 4), word_to_partial=stats(latencies), runtime_utterances=n)
         report["rows"].append(row)
         print(json.dumps(row), f"({time.perf_counter() - t:.0f} s)", flush=True)
     if args.out:
