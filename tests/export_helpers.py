@@ -56,6 +56,10 @@ def talkative_model(encoder: str = "conformer", blank_bias: float = 1.0, scale: 
                                frontend=frontend, **settings)).eval()
     audio = condition(patchwork(3.0, seed=99), waveform_of(model.config))
     feats, lens = log_mel(model.config)(torch.from_numpy(audio)[None], torch.tensor([audio.size]))
+    if model.config.streaming:  # global statistics that are not the identity, so exports must carry them
+        with torch.no_grad():
+            model.encoder.feat_mean.copy_(feats[0].mean(0))
+            model.encoder.feat_std.copy_(feats[0].std(0) + 0.5)
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)  # (1, T', J)
         mean = enc[0, :enc_lens[0]].mean(0)

@@ -174,7 +174,8 @@ def _buildable(config: ModelConfig, path) -> int:
                         "left_chunks >= -1)")
     if config.vocab_size < 2:
         raise UserError(f"{path}: model setting vocab_size={config.vocab_size}; a trained model has at least 2")
-    return parameter_count(config)
+    # a streaming encoder's state also holds its features' global mean and std (Encoder.feat_mean, feat_std)
+    return parameter_count(config) + (2 * config.n_mels if config.streaming else 0)
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -179,7 +179,9 @@ class SpecAugment(nn.Module):
         inside = (pos >= start[..., None]) & (pos < (start + width)[..., None])  # (B, n, size)
         return inside.any(1)
 
-    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+        """fill: (F,) what masked values become per bin (a streaming model's global mean: what its encoder reads as
+        zero); None: mask_value."""
         if not self.training or (self.freq_masks == 0 and self.time_masks == 0):
             return feats
         if feats.dim() != 3:
@@ -199,4 +201,6 @@ class SpecAugment(nn.Module):
             tmask = self._spans(t, tmax, lens, self.time_masks)  # (B, T)
             mask |= tmask[:, :, None]
         mask &= valid_mask(lens, t)[:, :, None]
+        if fill is not None:
+            return torch.where(mask, fill.to(device=feats.device, dtype=feats.dtype), feats)
         return feats.masked_fill(mask, self.mask_value)

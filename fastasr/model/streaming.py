@@ -88,7 +88,7 @@ class StreamingEncoder:
         assert feats.shape[1] == self.feature_frames, f"a chunk is {self.feature_frames} frames, got {feats.shape}"
         sub, processed = enc.subsampling, caches.processed
         seen = caches.seen + feat_lens.to(processed.device)
-        x, frames = sub.step(feats, processed * self.factor, seen, caches.subsampling)  # (B, C, D)
+        x, frames = sub.step(enc.normalize(feats), processed * self.factor, seen, caches.subsampling)  # (B, C, D)
         exist = sub.output_lengths(seen, sub.n_layers)  # (B,) encoder frames of each utterance so far
         W = caches.keys.shape[3]
         window = processed[:, None] + torch.arange(-W, C, device=processed.device)  # (B, W + C) frame indices

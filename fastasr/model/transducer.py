@@ -38,10 +38,21 @@ class Encoder(nn.Module):
         else:
             raise ValueError(f"unknown encoder {c.encoder!r}; use 'conformer' or 'lstm'")
         if c.streaming:
+            # The features' global mean and std per bin (a streaming model's front end is not normalised per
+            # utterance, and raw log-mel sits near -10): measured on the training data when a run starts
+            # (fastasr.training.setup), saved with the weights, applied here, so every export normalises too.
+            self.register_buffer("feat_mean", torch.zeros(c.n_mels))
+            self.register_buffer("feat_std", torch.ones(c.n_mels))
             self.chunk_sizes, self.left_chunks = ModelConfig.parse_chunk_frames(c.chunk_frames), c.left_chunks
             if self.chunk_sizes is None or c.left_chunks < -1:
                 raise ValueError(f"streaming settings chunk_frames={c.chunk_frames!r}, left_chunks={c.left_chunks}: "
                                  "want sizes >= 1 or -1, and left_chunks >= -1")
+
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """A streaming model's features over its global statistics; the others' as they are."""
+        if not self.streaming:
+            return feats
+        return (feats - self.feat_mean.to(feats.dtype)) / self.feat_std.to(feats.dtype)
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk_frames: int | None = None,
                 left_chunks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +66,7 @@ class Encoder(nn.Module):
                 left_chunks is not None and left_chunks < -1):
             raise ValueError(f"chunk_frames={chunk_frames}, left_chunks={left_chunks}: want a chunk of >= 1 frames "
                              "or -1 (full context), and left_chunks >= -1")
-        x, lens = self.subsampling(feats, feat_lens)  # (B, T', D)
+        x, lens = self.subsampling(self.normalize(feats), feat_lens)  # (B, T', D)
         mask = lengths_to_mask(lens, x.shape[1])
         if self.kind == "conformer":
             attn_mask = None

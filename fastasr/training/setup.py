@@ -89,6 +89,8 @@ def start(data: str, run: Path, config: Config, *, resume: bool, init_from, toke
     logs = Logs(run, d.is_main, resumed_at=None if saved is None else int(saved["step"]))
     s = Session(config, run, d, tok, model, optimizer, None, None, None, [], logs, saved, run_id=new_run_id(saved))
     resumed = restore_weights(s, init_from) if saved is not None or init_from is not None else {}
+    if config.model.streaming and saved is None and init_from is None:
+        measure_feature_stats(s, data, reach)  # before the EMA, which copies the buffers
     s.ema = make_ema(s)
     s.parts = step_parts(s)
     s.loader = train_loader(data, s, resumed, reach)
@@ -222,25 +224,57 @@ def load_val_subset(data, config: Config, tokenizer=None, reach: Reach | None = 
     """`val_utterances` utterances of val, the same fixed subset at every validation: the first ones in index order
     of up to VAL_SHARDS shards spread evenly over the split (a bounded read, also for remote shards). Not the first
     batches the val loader makes: those are the first length bucket to fill, all of one length."""
+    return spread_subset(data, "val", config.data.val_utterances, config, tokenizer, reach)
+
+
+def spread_subset(data, split: str, n: int, config: Config, tokenizer=None, reach: Reach | None = None) -> list:
+    """Batches of the first utterances of up to VAL_SHARDS shards spread over `split`, n in all."""
     from fastasr.data import build_loader
     from fastasr.data.loader import read_index
 
     shards = [(s["path"], int(s.get("groups", s["samples"])))
-              for s in read_index(data, reach)["splits"]["val"]["shards"]]
+              for s in read_index(data, reach)["splits"][split]["shards"]]
     picked = {shards[i * len(shards) // VAL_SHARDS][0] for i in range(VAL_SHARDS)} if shards else set()
-    left, shards_left = config.data.val_utterances, len(picked)
+    left, shards_left = n, len(picked)
     unwanted = {}
-    for path, n in shards:
+    for path, count in shards:
         take = 0
         if path in picked:
-            take = min(n, -(-left // shards_left))  # an even share of what is left; a short shard's rest goes on
+            take = min(count, -(-left // shards_left))  # an even share of what is left; a short shard's rest goes on
             left, shards_left = left - take, shards_left - 1
-        unwanted[path] = set(range(take, n))
-    return list(build_loader(data, "val", max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
+        unwanted[path] = set(range(take, count))
+    return list(build_loader(data, split, max_batch_seconds=config.data.val_batch_seconds, num_workers=0,
                              tokenizer=tokenizer, shuffle=False, infinite=False, rank=0, world_size=1,
                              max_duration=config.data.max_duration, exclude={0: unwanted},
                              waveform=waveform_of(config.model),
                              **asdict(reach or Reach())))
+
+
+STATS_UTTERANCES = 400  # train utterances a streaming model's feature statistics are measured on
+
+
+@torch.no_grad()
+def measure_feature_stats(s: Session, data, reach: Reach | None) -> None:
+    """A new streaming run's global feature mean and std per bin (Encoder.feat_mean / feat_std), over
+    STATS_UTTERANCES train utterances spread over the split, in float64; every rank measures the same ones."""
+    frontend = log_mel(s.config.model)
+    total, sq, frames = 0.0, 0.0, 0
+    for batch in spread_subset(data, "train", STATS_UTTERANCES, s.config, s.tokenizer, reach):
+        feats, lens = frontend(batch.audio.double(), batch.audio_lens)  # (B, T, F)
+        valid = (torch.arange(feats.shape[1])[None, :] < lens[:, None])[..., None]  # (B, T, 1)
+        total = total + (feats * valid).sum((0, 1))
+        sq = sq + (feats * feats * valid).sum((0, 1))
+        frames += int(lens.sum())
+    if not frames:
+        return
+    mean = total / frames
+    std = (sq / frames - mean * mean).clamp_min(1e-10).sqrt()
+    enc = s.model.encoder
+    enc.feat_mean.copy_(mean.to(enc.feat_mean))
+    enc.feat_std.copy_(std.to(enc.feat_std))
+    if s.d.is_main:
+        log.info("streaming front end: global mean %.2f and std %.2f (averaged over bins) from %d train frames",
+                 float(mean.mean()), float(std.mean()), frames)
 
 
 def restore_rng(s: Session) -> None:

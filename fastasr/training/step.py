@@ -134,7 +134,7 @@ def train_step(p: StepParts, batches: list[Batch], lr: float) -> tuple[torch.Ten
         batch = cpu.to(p.device, non_blocking=True)
         with torch.no_grad():
             feats, feat_lens = p.frontend(batch.audio, batch.audio_lens)
-            feats = p.augment(feats, feat_lens)
+            feats = p.augment(feats, feat_lens, getattr(p.model.encoder, "feat_mean", None))
         host_lengths = (p.model.encoded_lengths(p.frontend.output_lengths(cpu.audio_lens)), cpu.token_lens)
         sync = i == len(batches) - 1 or p.world == 1
         with (nullcontext() if sync else p.net.no_sync()), p.amp:
