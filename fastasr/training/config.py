@@ -58,7 +58,8 @@ class TrainConfig:
     # min(ema_decay, (1 + n) / (10 + n)) over the n kept steps; see step.EMA); 0: off.
     ema_decay: float = 0.0
     # k2's delay penalty on the training loss (fastasr.loss.rnnt_loss's delay_penalty), per encoder frame: > 0 makes
-    # labels come out earlier (streaming models); 0: the plain RNN-T loss. Validation always scores the plain loss.
+    # labels come out earlier (streaming models); 0: the plain RNN-T loss. Applied from the end of the lr warm-up
+    # (optim.warmup_steps) on; k2's experiments use 0.0015-0.01. Validation always scores the plain loss.
     delay_penalty: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)

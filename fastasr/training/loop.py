@@ -14,6 +14,7 @@ start, tokenizer, model, loaders) is setup.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import json
@@ -76,6 +77,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
     started = time.perf_counter() - elapsed
     clock, window = Clock(step, elapsed), Window(d.device, d.world)
     s.model.train()
+    plain = dataclasses.replace(s.parts, delay_penalty=0.0)  # the warm-up's parts
     signum = 0  # the signal the ranks agreed to stop on (fastasr.training.interrupt), 0: none
     with Interrupts() as stop:
         while not (t.max_steps and step >= t.max_steps):
@@ -86,7 +88,10 @@ def train(data: str | os.PathLike, run: str | os.PathLike, config: Config, *, re
                 batches = [batch_hook(step, b) for b in batches]
             epoch = batches[-1].epoch  # for the logs; checkpoints take the loader's position (exact, any workers)
             lr = lr_at(step, progress_of(step, clock.at(step), config), config.optim)
-            loss, grad_norm, skip = train_step(s.parts, batches, lr)
+            # k2's recipes switch the delay penalty on after the lr warm-up: pulling emissions earlier before the
+            # model aligns at all keeps it from converging.
+            parts = s.parts if step >= config.optim.warmup_steps else plain
+            loss, grad_norm, skip = train_step(parts, batches, lr)
             window.add(loss, grad_norm, skip, [b.audio_lens for b in batches], data_s)
             step += 1
             if bar is not None:

@@ -50,7 +50,7 @@ HELP = {
     "train.ckpt_every": "steps between checkpoints",
     "train.keep": "step checkpoints kept beside last.pt, for fastasr average (0: last.pt only)",
     "train.ema_decay": "keep an EMA of the weights in RUN/ema.pt (e.g. 0.999; 0: off)",
-    "train.delay_penalty": "k2's delay penalty: > 0 pulls emissions earlier (streaming models)",
+    "train.delay_penalty": "k2's delay penalty: > 0 pulls emissions earlier (streaming models; from the end of warm-up; 0.0015-0.01)",
     "train.device": "auto, cpu or cuda",
     "train.amp": "bf16 autocast on CUDA",
     "train.threads": "torch threads on CPU (0: torch's default)",

@@ -133,6 +133,21 @@ def test_host_waits_for_the_device_only_at_sync_points(shards, tmp_path, monkeyp
     assert (8, "__float__", "validate") in reads
 
 
+def test_the_delay_penalty_starts_after_the_warm_up(shards, tmp_path, monkeypatch):
+    from fastasr.training import loop
+
+    seen, real = [], loop.train_step
+
+    def spy(parts, batches, lr):
+        seen.append(parts.delay_penalty)
+        return real(parts, batches, lr)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    config = make_config(max_steps=5, delay_penalty=0.01)
+    train(shards, tmp_path / "run", replace(config, optim=replace(config.optim, warmup_steps=3)))
+    assert seen == [0.0, 0.0, 0.0, 0.01, 0.01]
+
+
 def test_time_limit_is_decided_at_a_sync_point(shards, tmp_path):
     summary = train(shards, tmp_path / "run", make_config(max_steps=50, max_minutes=1e-6, log_every=3))
     assert summary["steps"] == 3
