@@ -10,22 +10,19 @@ Rules:
   its first group, or the whole match when it has none, names the group (`--group-by '^([^/]+)/'`: the top folder).
 A row the rule says nothing about (no speaker, no match, a transcript that cannot be read) is a group of its own,
 split on its key as without a rule, and their number is logged; a rule that names no group at all is a user error.
-The split of a group depends only on (seed, group, fractions): adding rows never moves an old group.
+The split of a group depends only on (seed, group, fractions): adding rows never moves an old group (the
+planner, corpus.plan, hashes it).
 """
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 from dataclasses import dataclass
 
 from fastasr.corpus.rows import Row
-from fastasr.corpus.split import SPLITS, assign_split
 from fastasr.errors import UserError
 from fastasr.text.normalization import TextConfig, TextRejected, normalize
-
-log = logging.getLogger("fastasr.shard")
 
 GROUP_RULES = ("dir", "speaker", "recording", "text")
 
@@ -72,35 +69,7 @@ def group_of(row: Row, rule: GroupRule, text: TextConfig) -> str | None:
     return m.group(1) if m.re.groups and m.group(1) is not None else m.group(0)
 
 
-def split_rows(rows: list[Row], indices: list[int], seed: int, fractions: dict[str, float],
-               rule: GroupRule | None = None, text: TextConfig = TextConfig()
-               ) -> tuple[dict[str, list[tuple[str, int]]], dict[int, str], dict[str, int]]:
-    """(split → [(key, row index)], row index → group, split → number of groups) for rows[indices].
-
-    Without a rule every row is hashed on its key (its own group); with one, on its group."""
-    groups = {}
-    if rule is not None:
-        for i in indices:
-            g = group_of(rows[i], rule, text)
-            if g is not None:
-                groups[i] = g
-        if indices and not groups:
-            raise UserError(f"--group-by {rule.spec}: no row of SOURCE has a group ({_what(rule)})")
-        if len(groups) < len(indices):
-            log.warning("--group-by %s: %d of %d rows have no group (%s); each is split on its own key",
-                        rule.spec, len(indices) - len(groups), len(indices), _what(rule))
-    keys_by_split: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
-    members: dict[str, set[str]] = {s: set() for s in SPLITS}
-    for i in indices:
-        key = rows[i].key
-        group = groups.get(i)
-        split = assign_split(key if group is None else group, seed, fractions)
-        keys_by_split[split].append((key, i))
-        members[split].add("\0" + key if group is None else group)
-    return keys_by_split, groups, {s: len(members[s]) for s in SPLITS}
-
-
-def _what(rule: GroupRule) -> str:
+def what_groups(rule: GroupRule) -> str:
     if rule.spec == "speaker":
         return "speakers come from Kaldi utt2spk, Lhotse supervisions and NeMo's 'speaker' field"
     if rule.spec == "text":

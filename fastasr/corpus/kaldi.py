@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from fastasr.corpus.rows import Row, malformed, manifest_lines, relative, resolve, span_row
+from fastasr.corpus.rows import Row, malformed, manifest_lines, relative, resolve_str, span_row
 
 _ARCHIVE = re.compile(r"\.(ark|scp):\d+$")
 
@@ -65,7 +65,7 @@ def read_kaldi_dir(data_dir: Path, root: Path) -> Iterator[Row]:
                       detail=f"{path[:80]!r}: pipes and archives are not read, convert them to files")
             continue
         fields = dict(text=texts[utt][0] if utt in texts else None, speaker=speakers.get(utt, [None])[0])
-        source, audio = relative(path, root), str(resolve(path, root))
+        source, audio = relative(path, root), resolve_str(path, root)
         if span is None:
             row = Row(source, audio, **fields)
         else:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from fastasr.audio import SAMPLE_RATES
-from fastasr.corpus.rows import Row, beyond_any_recording, json_record, malformed, manifest_lines, relative, resolve
+from fastasr.corpus.rows import (Row, beyond_any_recording, json_record, malformed, manifest_lines, relative,
+                                 resolve_str)
 from fastasr.errors import UserError
 
 
@@ -84,7 +85,7 @@ def supervision_row(sup: dict, rec: Recording, root: Path, cut_start: float = 0.
     if not (math.isfinite(start) and math.isfinite(length)):  # before round(): inf and nan have no sample index
         return Row(where, None, reject="manifest_malformed", detail=f"supervision {sup.get('id')!r}: span "
                                                                       f"{start}+{length}")
-    source, audio = relative(rec.audio, root), str(resolve(rec.audio, root))
+    source, audio = relative(rec.audio, root), resolve_str(rec.audio, root)
     text, speaker = sup.get("text"), sup.get("speaker")
     channel, channel_problem = pick_channel(sup.get("channel"), rec.channels)
     fields = dict(text=text if isinstance(text, str) else None, speaker=None if speaker is None else str(speaker))

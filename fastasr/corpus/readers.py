@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fastasr.corpus.bounds import MAX_LINE_BYTES, bounded_lines, open_regular
-from fastasr.corpus.rows import (AUDIO_EXTENSIONS, Row, json_record, malformed, manifest_lines, relative, resolve,
+from fastasr.corpus.rows import (AUDIO_EXTENSIONS, Row, json_record, malformed, manifest_lines, relative, resolve_str,
                                  span_row)
 from fastasr.errors import UserError
 
@@ -172,8 +172,8 @@ def _csv_rows(path: Path, root: Path) -> Iterator[Row]:
             audio, text_path = fields[0].strip(), fields[1].strip()
             yield Row(
                 source=relative(audio, root),
-                audio=str(resolve(audio, root)),
-                text_path=str(resolve(text_path, root)) if text_path else None,
+                audio=resolve_str(audio, root),
+                text_path=resolve_str(text_path, root) if text_path else None,
             )
 
 
@@ -201,10 +201,10 @@ def read_jsonl_manifest(path: Path, root: Path) -> Iterator[Row]:
         fields = dict(
             text=text,
             # a row with no "text" field falls back to the .txt beside the audio, like the directory walk
-            text_path=str(resolve(os.path.splitext(audio)[0] + ".txt", root)) if text is None else None,
+            text_path=resolve_str(os.path.splitext(audio)[0] + ".txt", root) if text is None else None,
             speaker=None if speaker is None else str(speaker),
         )
-        source, audio_path = relative(audio, root), str(resolve(audio, root))
+        source, audio_path = relative(audio, root), resolve_str(audio, root)
         if obj.get("offset") is None:
             yield Row(source, audio_path, **fields)
         else:

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from fastasr.corpus.bounds import MAX_LINE_BYTES, MAX_RECORDING_SECONDS, bounded_lines, open_regular
 from fastasr.errors import UserError
@@ -164,8 +164,18 @@ def resolve(p: str, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def resolve_str(p: str, root: Path) -> str:
+    """str(resolve(p, root)), without pathlib for the usual plain relative path (16.5 M manifest rows)."""
+    if _plain(p):
+        base = str(root)
+        return p if base == "." else f"{base}/{p}" if base != "/" else f"/{p}"
+    return str(resolve(p, root))
+
+
 def relative(p: str, root: Path) -> str:
     """Path relative to the corpus root; an absolute path outside it keeps its full path minus the leading '/'."""
+    if _plain(p):  # root/p normalised is root + p: p itself
+        return p
     path = Path(os.path.abspath(resolve(p, root)))
     try:
         return path.relative_to(os.path.abspath(root)).as_posix()
@@ -173,17 +183,31 @@ def relative(p: str, root: Path) -> str:
         return Path(*path.parts[1:]).as_posix()
 
 
-def outside_keys_relative(rows: list[Row]) -> list[Row]:
+def _plain(p: str) -> bool:
+    """A relative path that pathlib and os.path.normpath leave as it is: no empty, '.' or '..' components."""
+    return (bool(p) and p[0] != "/" and p[-1] != "/" and "//" not in p
+            and not any(part in (".", "..") for part in p.split("/")))
+
+
+def outside_keys_relative(rows: Sequence[Row]) -> Sequence[Row]:
     """Rows whose audio lies outside the corpus root by an absolute path (a NeMo manifest's usual
     `/home/USER/data/...`) are keyed by their full path (`relative`); give them instead the path from the common
-    directory of all such audio files, so that no machine's directory layout reaches the shards and reports."""
-    outside = [i for i, r in enumerate(rows) if r.audio and os.path.isabs(r.audio)
-               and Path(*Path(os.path.abspath(r.audio)).parts[1:]).as_posix() == r.source]
-    if not outside:
+    directory of all such audio files, so that no machine's directory layout reaches the shards and reports.
+    Two passes over `rows` (a list or a corpus.listing.Listing); a new one of the same type when any row moves."""
+    common = None
+    for r in rows:
+        if _outside(r):
+            d = os.path.dirname(os.path.abspath(r.audio))
+            common = d if common is None else os.path.commonpath([common, d])
+    if common is None:
         return rows
-    common = os.path.commonpath([os.path.dirname(os.path.abspath(rows[i].audio)) for i in outside])
-    rows = list(rows)
-    for i in outside:
-        r = rows[i]
-        rows[i] = replace(r, source=Path(os.path.relpath(os.path.abspath(r.audio), common)).as_posix())
-    return rows
+    moved = type(rows)()
+    for r in rows:
+        moved.append(replace(r, source=Path(os.path.relpath(os.path.abspath(r.audio), common)).as_posix())
+                     if _outside(r) else r)
+    return moved
+
+
+def _outside(r: Row) -> bool:
+    """Keyed by its full absolute path (`relative` of a path outside the root)."""
+    return bool(r.audio) and os.path.isabs(r.audio) and os.path.abspath(r.audio).lstrip("/") == r.source

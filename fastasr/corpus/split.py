@@ -1,7 +1,7 @@
 """Train/val/test assignment by a salted hash of the KEY, and the cut of each split into shards.
 
 The split of a key depends on nothing but (seed, key, fractions): adding utterances later never moves an old one.
-Shards are cut from the sorted keys of each split, so a rerun (or another machine with `--part`) computes exactly
+Shards are cut from the sorted keys of each split (corpus.plan), so a rerun (or another machine with `--part`) computes exactly
 the same plan from the same listing.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from fastasr.errors import UserError
 
@@ -34,7 +35,7 @@ def parse_fractions(spec: str) -> dict[str, float]:
 
 def hash_unit(key: str, seed: int) -> float:
     """A uniform number in [0, 1) fixed by (seed, key)."""
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
 
@@ -48,31 +49,17 @@ def assign_split(key: str, seed: int, fractions: dict[str, float]) -> str:
     return SPLITS[-1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # rows is an array: no field-wise == or hash
 class ShardPlan:
     """One shard to write: its path relative to OUT and the input rows (indices into the listing) it holds."""
 
     split: str
     number: int
-    rows: tuple[int, ...]
+    rows: Sequence[int]  # a slice of the plan's array of row numbers (corpus.plan)
 
     @property
     def path(self) -> str:
         return f"{self.split}/shard-{self.number:06d}.tar"
-
-
-def plan_shards(keys_by_split: dict[str, list[tuple[str, int]]], shard_size: int) -> list[ShardPlan]:
-    """Sort each split's (key, row) pairs and cut them into shards of `shard_size` input rows.
-
-    A shard holds at most `shard_size` samples (fewer when some of its rows are rejected): cutting on input rows
-    rather than on accepted samples is what lets every shard be written independently and reproducibly.
-    """
-    plans = []
-    for split in SPLITS:
-        items = sorted(keys_by_split.get(split, ()))
-        for number, start in enumerate(range(0, len(items), shard_size)):
-            plans.append(ShardPlan(split, number, tuple(i for _, i in items[start : start + shard_size])))
-    return plans
 
 
 def parse_part(spec: str | None) -> tuple[int, int]:

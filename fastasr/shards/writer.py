@@ -29,11 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastasr.corpus.checks import SEED_RULE, Filters, Reject, Sample, check_row
-from fastasr.corpus.grouping import GroupRule, parse_group_by, split_rows
+from fastasr.corpus.grouping import GroupRule, group_of, parse_group_by
+from fastasr.corpus.listing import Listing
+from fastasr.corpus.plan import plan_rows
 from fastasr.corpus.readers import FORMATS, read_source
 from fastasr.corpus.rows import Row, outside_keys_relative
-from fastasr.corpus.segments import overlapping
-from fastasr.corpus.split import ShardPlan, plan_shards, shards_of_part
+from fastasr.corpus.split import ShardPlan, shards_of_part
 from fastasr.errors import UserError
 from fastasr.shards import ownership
 from fastasr.shards.index import build_index, part_paths, write_outputs
@@ -95,12 +96,15 @@ def build_shards(
     rule = parse_group_by(options.group_by)  # a bad pattern fails before the listing
     ownership.refuse_foreign(out, force)
     _, rows_iter = read_source(source, manifest)
-    rows = outside_keys_relative(list(rows_iter))
-    log.info("listed %d input rows in %.1f s", len(rows), time.perf_counter() - start)
+    rows = outside_keys_relative(Listing(rows_iter))
+    log.info("listed %d input rows in %.1f s (%.0f MB)", len(rows), time.perf_counter() - start, rows.nbytes() / 1e6)
     if not rows:
         raise UserError(f"no input rows in SOURCE {source}" + (f" with manifest {manifest}" if manifest else "")
                         + f"; expected {FORMATS}")
-    plans, pre_rejects, groups, group_counts = _plan(rows, options, rule)
+    planned = time.perf_counter()
+    plan = plan_rows(rows, options.seed, options.split_fractions, options.shard_size, rule, options.text)
+    plans, pre_rejects = plan.shards, plan.pre_rejects
+    log.info("planned %d shards in %.1f s", len(plans), time.perf_counter() - planned)
     mine = shards_of_part(plans, *part)
     plan_digest = _plan_digest(plans, pre_rejects, rows)
     if part[0] != 1:
@@ -112,7 +116,7 @@ def build_shards(
     for stale in part_paths(out, *part) if part != (1, 1) else ():
         stale.unlink(missing_ok=True)  # this part's files from an earlier run must not join the merge
     settings = options.settings()
-    tasks = [_task(p, rows, groups, settings, options, out) for p in mine]
+    tasks = [_task(p, rows, rule, settings, options, out) for p in mine]
     results, written = _run_tasks(tasks, workers, progress, total=sum(len(p.rows) for p in mine))
     if part == (1, 1):
         ownership.remove_stale(out, {p.path for p in plans})
@@ -123,12 +127,12 @@ def build_shards(
     rejects += [tuple(x) for r in results for x in r["rejects"]]
     index = build_index({**settings, "plan": plan_digest}, shards, rejects,
                         sum(len(p.rows) for p in mine) + len(pre_rejects), len(rows),
-                        group_counts if rule is not None else None)
+                        plan.group_counts if rule is not None else None)
     index_path = write_outputs(out, index, rejects, *part, durations={r["path"]: r["durations"] for r in results})
     return BuildResult(index, index_path, written, len(tasks) - written, time.perf_counter() - start)
 
 
-def _plan_digest(plans: list[ShardPlan], pre_rejects: list[Reject], rows: list[Row]) -> str:
+def _plan_digest(plans: list[ShardPlan], pre_rejects: list[Reject], rows: Listing) -> str:
     """What every part computes alike from the listing: merging refuses parts whose plans differ (another listing)."""
     h = hashlib.sha256()
     for p in plans:
@@ -138,30 +142,6 @@ def _plan_digest(plans: list[ShardPlan], pre_rejects: list[Reject], rows: list[R
     for r in pre_rejects:
         h.update(b"\1" + r.source.encode())
     return h.hexdigest()[:16]
-
-
-def _plan(rows: list[Row], options: ShardOptions, rule: GroupRule | None
-          ) -> tuple[list[ShardPlan], list[Reject], dict[int, str], dict[str, int]]:
-    """Rows rejected before any file is opened (malformed, duplicate keys, overlapping segments), and the split
-    and shard of every other row."""
-    seen: dict[str, str] = {}
-    candidates, pre_rejects = [], []
-    for i, row in enumerate(rows):
-        if row.reject:
-            pre_rejects.append(Reject(row.label, row.reject, row.detail))
-            continue
-        key = row.key
-        if key in seen:
-            pre_rejects.append(Reject(row.label, "duplicate_key", f"key {key} already taken by {seen[key]}"))
-            continue
-        seen[key] = row.label
-        candidates.append(i)
-    overlaps = overlapping(rows, candidates)
-    pre_rejects += [Reject(rows[i].label, "segment_overlap", overlaps[i]) for i in sorted(overlaps)]
-    kept = [i for i in candidates if i not in overlaps]
-    keys_by_split, groups, group_counts = split_rows(rows, kept, options.seed, options.split_fractions, rule,
-                                                     options.text)
-    return plan_shards(keys_by_split, options.shard_size), pre_rejects, groups, group_counts
 
 
 @dataclass(frozen=True)
@@ -175,10 +155,11 @@ class _Task:
     fingerprint: str
 
 
-def _task(plan: ShardPlan, rows: list[Row], groups: dict[int, str], settings: dict, options: ShardOptions,
+def _task(plan: ShardPlan, rows: Listing, rule: GroupRule | None, settings: dict, options: ShardOptions,
           out: Path) -> _Task:
     mine = tuple(rows[i] for i in plan.rows)
-    mine_groups = tuple(groups.get(i) for i in plan.rows)
+    # the groups the plan hashed, found again for this part's rows only (the plan keeps none: 16.5 M strings)
+    mine_groups = tuple(group_of(r, rule, options.text) if rule is not None else None for r in mine)
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for r, g in zip(mine, mine_groups):
         fields = [r.source, r.audio, r.text_path, r.text]

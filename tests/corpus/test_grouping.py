@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastasr.cli import main
-from fastasr.corpus.grouping import GroupRule, group_of, parse_group_by, split_rows
+from fastasr.corpus.grouping import GroupRule, group_of, parse_group_by
+from fastasr.corpus.plan import plan_rows
 from fastasr.corpus.rows import Row
 from fastasr.corpus.split import assign_split, parse_fractions
 from fastasr.errors import UserError
@@ -32,11 +33,17 @@ def test_every_group_lands_in_one_split(labels, seed, parts, segments):
     for rule in ("speaker", "recording", "dir", r"^d(\d)/"):
         if rule == "speaker" and all(r.speaker is None for r in rows):
             with pytest.raises(UserError, match="no row of SOURCE has a group"):
-                split_rows(rows, indices, seed, fr, parse_group_by(rule))
+                plan_rows(rows, seed, fr, 7, parse_group_by(rule))
             continue
-        by_split, groups, counts = split_rows(rows, indices, seed, fr, parse_group_by(rule))
+        plan = plan_rows(rows, seed, fr, 7, parse_group_by(rule))
+        counts = plan.group_counts
+        by_split = {s: [] for s in counts}
+        for shard in plan.shards:
+            by_split[shard.split] += [(rows[i].key, int(i)) for i in shard.rows]
+        groups = {i: g for i in indices if (g := group_of(rows[i], parse_group_by(rule), None)) is not None}
         split_of = {i: s for s, items in by_split.items() for _, i in items}
         assert sorted(split_of) == indices  # every row planned exactly once
+        assert all(items == sorted(items) for items in by_split.values())  # shards cut from each split's sorted keys
         seen: dict[str, str] = {}
         for i, g in groups.items():
             assert seen.setdefault(g, split_of[i]) == split_of[i], (rule, g)

@@ -8,7 +8,7 @@ from corpus_helpers import audio_bytes, build, make_corpus, read_dataset, shard_
 from fastasr.cli import main
 from fastasr.corpus.checks import Filters, Reject, check_row
 from fastasr.corpus.rows import Row
-from fastasr.corpus.split import assign_split, parse_fractions, plan_shards
+from fastasr.corpus.split import assign_split, parse_fractions
 from fastasr.shards.index import read_rejected_tsv
 from fastasr.text.normalization import TextConfig
 
@@ -139,12 +139,6 @@ def test_split_is_a_stable_salted_hash(tmp_path):
     after = key_splits(tmp_path / "o2")
     assert len(before) == 20 and len(after) == 40
     assert all(after[k] == v for k, v in before.items())
-
-
-def test_plan_cuts_sorted_keys():
-    plans = plan_shards({"train": [("b", 1), ("a", 0), ("c", 2)], "test": [("z", 3)]}, 2)
-    assert [(p.path, p.rows) for p in plans] == [
-        ("train/shard-000000.tar", (0, 1)), ("train/shard-000001.tar", (2,)), ("test/shard-000000.tar", (3,))]
 
 
 def test_parallel_build_is_reproducible_and_rerun_skips(tmp_path):
