@@ -26,7 +26,7 @@ from fastasr.corpus.checks import Reject
 from fastasr.corpus.grouping import GroupRule, group_of, what_groups
 from fastasr.corpus.rows import Row
 from fastasr.corpus.segments import overlapping
-from fastasr.corpus.split import SPLITS, ShardPlan
+from fastasr.corpus.split import SPLITS, ShardPlan, assign_split
 from fastasr.errors import UserError
 from fastasr.text.normalization import DEFAULT_TEXT, TextConfig
 
@@ -73,14 +73,14 @@ def plan_rows(rows: Sequence[Row], seed: int, fractions: dict[str, float], shard
     early.sort(key=lambda x: x[0])
     pre_rejects = [r for _, r in early]
 
+    by_key = usable_rows[order[~repeat]]  # every key once, in key order
     kept = np.zeros(n, dtype=bool)
-    kept[usable_rows[order[~repeat]]] = True
+    kept[by_key] = True
     overlaps = overlapping(rows, [i for i in segments if kept[i]])
     pre_rejects += [Reject(rows[i].label, "segment_overlap", overlaps[i]) for i in sorted(overlaps)]
     kept[list(overlaps)] = False
 
     split_of, counts = _splits(rows, kept, seed, fractions, rule, text)
-    by_key = usable_rows[order[~repeat]]  # every key once, in key order
     by_key = by_key[kept[by_key]]
     shards = []
     for code, split in enumerate(SPLITS):
@@ -116,8 +116,7 @@ def _splits(rows: Sequence[Row], kept: np.ndarray, seed: int, fractions: dict[st
             text: TextConfig) -> tuple[np.ndarray, dict[str, int]]:
     """(row → split number, split → groups) for the kept rows. A group is hashed to 64 bits to be counted: at 16.5 M
     distinct groups two collide with probability ~1e-5, and a collision only miscounts, never moves a row."""
-    edges = np.cumsum([fractions[s] for s in SPLITS[:-1]]).tolist()
-    salt = f"{seed}\0".encode()
+    code_of = {s: code for code, s in enumerate(SPLITS)}
     split_of = np.full(len(rows), -1, dtype=np.int8)
     kept_rows = np.flatnonzero(kept)
     grouped = array("q")
@@ -125,12 +124,11 @@ def _splits(rows: Sequence[Row], kept: np.ndarray, seed: int, fractions: dict[st
     for i in map(int, kept_rows):
         row = rows[i]
         group = group_of(row, rule, text) if rule is not None else None
-        unit = (row.key if group is None else group).encode("utf-8", "surrogatepass")
-        u = int.from_bytes(hashlib.blake2b(salt + unit, digest_size=8).digest(), "big") / 2**64
-        split_of[i] = next((code for code, edge in enumerate(edges) if u < edge), len(SPLITS) - 1)
+        split_of[i] = code_of[assign_split(row.key if group is None else group, seed, fractions)]
         if group is not None:
             grouped.append(i)
-            group_hashes.append(int.from_bytes(hashlib.blake2b(unit, digest_size=8).digest(), "big"))
+            digest = hashlib.blake2b(group.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            group_hashes.append(int.from_bytes(digest, "big"))
     if rule is not None and len(kept_rows) and not grouped:
         raise UserError(f"--group-by {rule.spec}: no row of SOURCE has a group ({what_groups(rule)})")
     if rule is not None and len(grouped) < len(kept_rows):
