@@ -79,12 +79,20 @@ def make_key(source: str) -> str:
     '%' itself is escaped first so the mapping stays one-to-one. A segment's key adds its span in milliseconds:
     `a/b_00001500-00003000` (see Row.key), the same whichever manifest named it.
     """
+    dot, slash = source.rfind("."), source.rfind("/")
+    stem = source[slash + 1 : dot]
+    if (dot > slash != 0 and stem and "%" not in stem and "." not in stem
+            and source[dot:].lower() in _KEYED_EXTENSIONS):
+        return source[:dot]  # the usual path: nothing to escape (what the lines below give, without their cost)
     stem, ext = os.path.splitext(source)
-    if ext.lower() not in AUDIO_EXTENSIONS + DECODED_EXTENSIONS + (".txt",):
+    if ext.lower() not in _KEYED_EXTENSIONS:
         stem = source
     head, _, base = stem.rpartition("/")
     base = base.replace("%", "%25").replace(".", "%2E")
     return f"{head}/{base}" if head else base
+
+
+_KEYED_EXTENSIONS = frozenset(AUDIO_EXTENSIONS + DECODED_EXTENSIONS + (".txt",))
 
 
 def span_row(source: str, audio: str, offset, length, where: str, **fields) -> Row:
@@ -185,29 +193,33 @@ def relative(p: str, root: Path) -> str:
 
 def _plain(p: str) -> bool:
     """A relative path that pathlib and os.path.normpath leave as it is: no empty, '.' or '..' components."""
-    return (bool(p) and p[0] != "/" and p[-1] != "/" and "//" not in p
-            and not any(part in (".", "..") for part in p.split("/")))
+    if not p or p[0] == "/" or p[-1] == "/" or "//" in p:
+        return False
+    framed = f"/{p}/"
+    return "/./" not in framed and "/../" not in framed
 
 
 def outside_keys_relative(rows: Sequence[Row]) -> Sequence[Row]:
     """Rows whose audio lies outside the corpus root by an absolute path (a NeMo manifest's usual
     `/home/USER/data/...`) are keyed by their full path (`relative`); give them instead the path from the common
     directory of all such audio files, so that no machine's directory layout reaches the shards and reports.
-    Two passes over `rows` (a list or a corpus.listing.Listing); a new one of the same type when any row moves."""
-    common = None
-    for r in rows:
-        if _outside(r):
-            d = os.path.dirname(os.path.abspath(r.audio))
-            common = d if common is None else os.path.commonpath([common, d])
-    if common is None:
+    `rows` is a list or a corpus.listing.Listing (which finds them without building every row); a new one of the
+    same type when any row moves."""
+    outside = (rows.outside_rows() if hasattr(rows, "outside_rows")
+               else [i for i, r in enumerate(rows) if keyed_by_full_path(r)])
+    if not outside:
         return rows
-    moved = type(rows)()
-    for r in rows:
+    common = None
+    for i in outside:
+        d = os.path.dirname(os.path.abspath(rows[i].audio))
+        common = d if common is None else os.path.commonpath([common, d])
+    moved, outside = type(rows)(), set(outside)
+    for i, r in enumerate(rows):
         moved.append(replace(r, source=Path(os.path.relpath(os.path.abspath(r.audio), common)).as_posix())
-                     if _outside(r) else r)
+                     if i in outside else r)
     return moved
 
 
-def _outside(r: Row) -> bool:
+def keyed_by_full_path(r: Row) -> bool:
     """Keyed by its full absolute path (`relative` of a path outside the root)."""
     return bool(r.audio) and os.path.isabs(r.audio) and os.path.abspath(r.audio).lstrip("/") == r.source

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from fastasr.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -33,20 +35,38 @@ def parse_fractions(spec: str) -> dict[str, float]:
     return {name: v / total for name, v in zip(SPLITS, values)}
 
 
+def split_digest(key: str, seed: int) -> bytes:
+    """The 8 bytes the split of (seed, key) is drawn from."""
+    return hashlib.blake2b(f"{seed}\0{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 def hash_unit(key: str, seed: int) -> float:
     """A uniform number in [0, 1) fixed by (seed, key)."""
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return int.from_bytes(split_digest(key, seed), "big") / 2**64
+
+
+def _edges(fractions: dict[str, float]) -> list[float]:
+    edges, edge = [], 0.0
+    for name in SPLITS[:-1]:
+        edge += fractions[name]
+        edges.append(edge)
+    return edges
 
 
 def assign_split(key: str, seed: int, fractions: dict[str, float]) -> str:
     u = hash_unit(key, seed)
-    edge = 0.0
-    for name in SPLITS[:-1]:
-        edge += fractions[name]
+    for name, edge in zip(SPLITS, _edges(fractions)):
         if u < edge:
             return name
     return SPLITS[-1]
+
+
+def split_codes(digests: bytes, fractions: dict[str, float]) -> np.ndarray:
+    """assign_split for many keys at once: their split_digest()s end to end → each one's index in SPLITS (int8).
+    The digest as a float64 is the quotient hash_unit computes (both round the 64-bit integer to nearest, and
+    dividing by 2**64 is exact), so the codes are assign_split's."""
+    units = np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2**64
+    return np.searchsorted(np.array(_edges(fractions)), units, side="right").astype(np.int8)
 
 
 @dataclass(frozen=True, eq=False)  # rows is an array: no field-wise == or hash

@@ -135,10 +135,11 @@ def build_shards(
 def _plan_digest(plans: list[ShardPlan], pre_rejects: list[Reject], rows: Listing) -> str:
     """What every part computes alike from the listing: merging refuses parts whose plans differ (another listing)."""
     h = hashlib.sha256()
+    label = rows.label if isinstance(rows, Listing) else (lambda i: rows[i].label)
     for p in plans:
         h.update(p.path.encode())
-        for i in p.rows:
-            h.update(b"\0" + rows[i].label.encode())
+        for i in p.rows.tolist():
+            h.update(b"\0" + label(i).encode())
     for r in pre_rejects:
         h.update(b"\1" + r.source.encode())
     return h.hexdigest()[:16]

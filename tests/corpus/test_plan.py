@@ -5,6 +5,7 @@ from the packed listing as it went in."""
 from __future__ import annotations
 
 import hashlib
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,21 +13,25 @@ from hypothesis import strategies as st
 from fastasr.corpus.checks import Reject
 from fastasr.corpus.grouping import group_of, parse_group_by
 from fastasr.corpus.listing import Listing
+import fastasr.corpus.plan as plan_module
 from fastasr.corpus.plan import plan_rows
-from fastasr.corpus.rows import Row, outside_keys_relative
+from fastasr.corpus.rows import Row, make_key, outside_keys_relative
 from fastasr.corpus.segments import overlapping
-from fastasr.corpus.split import SPLITS, assign_split, parse_fractions
+from fastasr.corpus.split import SPLITS, assign_split, parse_fractions, split_codes, split_digest
 
-names = st.sampled_from(["a", "b", "b.c", "d%e", "ё", "z", "Яблоко", "x\udcff"])  # ., %, non-ASCII, a surrogate
+names = st.sampled_from(["a", "b", "b.c", "d%e", "ё", "z", "Яблоко", "x\udcff", ".h", "n" * 40, "n" * 41])
+# directories: ones no other is a prefix of (keys sort as (directory, name)), and as a draw may add, nested ones and
+# the top (whole keys sorted)
+folders = st.sampled_from(["s1/0", "s2/1", "s10", "s1/0/x", "s1", ""])
 
 
 @st.composite
 def rows(draw):
     out = []
     for _ in range(draw(st.integers(0, 40))):
-        folder, name = draw(st.sampled_from(["s1/0", "s2/1", "s10"])), draw(names)
-        ext = draw(st.sampled_from([".opus", ".wav", ".txt", ".mp3"]))
-        source = f"{folder}/{name}{ext}"
+        folder, name = draw(folders), draw(names)
+        ext = draw(st.sampled_from([".opus", ".wav", ".txt", ".mp3", ""]))
+        source = f"{folder}/{name}{ext}" if folder else f"{name}{ext}"
         audio = f"/data/corpus/{source}" if draw(st.booleans()) else f"/elsewhere/{source}"
         kind = draw(st.integers(0, 4))
         if kind == 0:  # a plain file with its transcript beside it
@@ -76,14 +81,17 @@ def label_hash(rows):
     return hashlib.sha256("\n".join(r.label for r in rows).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(listing=rows(), seed=st.integers(0, 99), shard_size=st.integers(1, 5),
        rule=st.sampled_from([None, "dir", "recording", r"^(s\d)"]),
-       parts=st.sampled_from(["0.6,0.2,0.2", "1,0,0", "0.2,0.3,0.5"]))
-def test_the_plan_is_the_plain_planners(listing, seed, shard_size, rule, parts):
+       parts=st.sampled_from(["0.6,0.2,0.2", "1,0,0", "0.2,0.3,0.5"]), sort_bytes=st.sampled_from([1, 512 << 20]))
+def test_the_plan_is_the_plain_planners(listing, seed, shard_size, rule, parts, sort_bytes):
+    """sort_bytes 1: every name cut to 8 bytes in the sort (as 16.5 M rows with long names are), ties ordered by the
+    full name."""
     fractions, rule = parse_fractions(parts), parse_group_by(rule)
     packed = Listing(listing)
-    plan = plan_rows(packed, seed, fractions, shard_size, rule)
+    with mock.patch.object(plan_module, "_SORT_BYTES", sort_bytes):
+        plan = plan_rows(packed, seed, fractions, shard_size, rule)
     shards, pre, counts = reference_plan(listing, seed, fractions, shard_size, rule)
     assert [(p.split, p.number, [int(i) for i in p.rows]) for p in plan.shards] == shards
     assert plan.pre_rejects == pre
@@ -104,12 +112,13 @@ def test_the_listing_gives_back_every_row(listing):
 
 
 def test_the_usual_row_is_packed_small():
-    """Open STT's row (a clip with its transcript beside it, under the root): a kind, a prefix number, the source."""
+    """Open STT's row (a clip with its transcript beside it, under the root): a kind, a head number (root and
+    directory), the file name."""
     source = "public_youtube1120/0/03/0562dfedc1ac.opus"
     row = Row(source, f"/data/open_stt/{source}", f"/data/open_stt/{source[:-5]}.txt")
     packed = Listing([row] * 1000)
     assert packed[999] == row
-    assert packed.nbytes() == 1000 * (3 + len(source) + 8)
+    assert packed.nbytes() == 1000 * (4 + len("0562dfedc1ac.opus") + 8)
 
 
 @settings(max_examples=500, deadline=None)
@@ -130,3 +139,32 @@ def test_string_paths_equal_pathlibs(parts, lead, root):
     except ValueError:
         expected = Path(*path.parts[1:]).as_posix()
     assert relative(p, root) == expected
+
+
+@settings(max_examples=1000, deadline=None)
+@given(path=st.text(st.sampled_from("ab.%/ёX"), max_size=12),
+       ext=st.sampled_from(["", ".opus", ".OPUS", ".wav", ".txt", ".mp3", ".x", "."]))
+def test_fast_string_paths_equal_os_paths(path, ext):
+    """make_key's and the listing's shortcuts against the os.path code they skip."""
+    import os
+
+    from fastasr.corpus.listing import _txt_beside
+    from fastasr.corpus.rows import AUDIO_EXTENSIONS, DECODED_EXTENSIONS
+
+    source = path + ext
+    stem, e = os.path.splitext(source)
+    if e.lower() not in AUDIO_EXTENSIONS + DECODED_EXTENSIONS + (".txt",):
+        stem = source
+    head, _, base = stem.rpartition("/")
+    base = base.replace("%", "%25").replace(".", "%2E")
+    assert make_key(source) == (f"{head}/{base}" if head else base)
+    assert _txt_beside(source) == os.path.splitext(source)[0] + ".txt"
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(st.text(max_size=6), max_size=30), seed=st.integers(0, 2**40),
+       parts=st.sampled_from(["0.6,0.2,0.2", "1,0,0", "0,0,1", "0.2,0.3,0.5", "1,1,1"]))
+def test_split_codes_are_assign_splits(keys, seed, parts):
+    fractions = parse_fractions(parts)
+    codes = split_codes(b"".join(split_digest(k, seed) for k in keys), fractions)
+    assert [SPLITS[c] for c in codes] == [assign_split(k, seed, fractions) for k in keys]
