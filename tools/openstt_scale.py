@@ -1,14 +1,29 @@
-"""Open STT-scale metadata without audio, and what reading it costs one process: the durations table today.
+"""Open STT-scale metadata without audio, and what each metadata path costs one process.
 
     python tools/openstt_scale.py DIR --samples 16500000 [--per-shard 1000]   # write DIR/durations-train.json + twin
     python tools/openstt_scale.py DIR --measure                               # load both ways, one process each
     python tools/openstt_scale.py DIR --manifest 1000000                      # write DIR/openstt-1000000.csv
-    python tools/openstt_scale.py DIR --measure-shard 1000000 [--part 1/1000] # one job-array task's listing + plan
+    python tools/openstt_scale.py DIR --measure-shard 1000000 [--part 1/1000] [--group-by dir]
+                                                                 # one job-array task's listing + plan
+    python tools/openstt_scale.py DIR --index 1000000 --measure-paths         # the loader's and indexer's paths
 
 --measure runs each way in a fresh child process and prints JSON: seconds to load the table, the private memory
 (RssAnon) it added, and the same after reading one reader's share of it (every 48th shard: world 8 × 6 workers),
 with the mapped file's pages (RssFile: page cache, one copy per node whatever the number of processes). The
 values are uniform in 0.5–20 s with a fixed seed; the numbers are what matter, not their meaning.
+
+--index ROWS writes DIR/index-ROWS/: an index.json of ROWS samples in shards of --per-shard (60/20/20 train, val,
+test; no tar behind them) with its durations tables. --measure-paths then runs each path on it in a fresh child
+process and prints one JSON line per path: wall seconds and peak RSS above the child's imports —
+  table        the train table loaded (mapped twin) as every reader does
+  epoch_plan   one reader's epoch planned from the table (rank 0 of world 8, worker 0 of 6): its batches
+  rank_plan    the same for all 6 readers of rank 0 (its whole epoch)
+  resume       rank 0 resumed 90 % into its epoch (plan_resume replays its 6 readers' merge from the table)
+  reshard      an 8-rank run 90 % into its epoch continued by rank 0 of 4 (continue_elsewhere replays all 48
+               readers and collects what was delivered; --skip-reshard leaves it out at large sizes)
+  stats        `fastasr stats --durations-only`: counts, hours, percentiles of every split from the tables
+  index_merge  `fastasr index`'s merge: the per-shard scans of the train split into index.json, its durations
+               table and rejected.tsv
 """
 
 from __future__ import annotations
@@ -112,7 +127,7 @@ print(f"PEAK {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base} {time.p
 """
 
 
-def measure_shard(out: Path, rows: int, part: str) -> dict:
+def measure_shard(out: Path, rows: int, part: str, group_by: str | None = None) -> dict:
     """`fastasr shard MANIFEST OUT --part I/N --verify header` in a fresh process: wall time and peak RSS above
     the imports. The rows' audio does not exist, so the part's own rows are rejected (missing audio) at once: what
     is measured is the listing and the plan every task of a job array pays."""
@@ -124,14 +139,143 @@ def measure_shard(out: Path, rows: int, part: str) -> dict:
     dest = out / f"shards-{rows}"
     shutil.rmtree(dest, ignore_errors=True)
     done = subprocess.run([sys.executable, "-c", SHARD_CHILD, str(ROOT), "shard", str(manifest), str(dest),
-                           "--part", part, "--verify", "header", "--workers", "1", "--quiet"],
+                           "--part", part, "--verify", "header", "--workers", "1", "--quiet",
+                           *(["--group-by", group_by] if group_by else [])],
                           capture_output=True, text=True)
     peak = [line for line in done.stdout.splitlines() if line.startswith("PEAK ")]
     if not peak:
         raise SystemExit(f"the shard run failed:\n{done.stderr[-3000:]}")
     kb, seconds = peak[-1].split()[1:]
-    return {"rows": rows, "part": part, "wall_s": round(float(seconds), 1), "peak_rss_above_imports_mb":
+    return {"rows": rows, "part": part, "group_by": group_by, "wall_s": round(float(seconds), 1), "peak_rss_above_imports_mb":
             round(int(kb) / 1024, 1)}
+
+
+WORLD, WORKERS, DONE = 8, 6, 0.9  # the node the paths are measured for, and how deep into the epoch a resume is
+
+
+def write_index(out: Path, rows: int, per_shard: int) -> Path:
+    """DIR/index-ROWS/: index.json and durations tables of `rows` samples, no shards behind them."""
+    import numpy as np
+
+    from fastasr.shards.index import atomic_write, build_index, write_durations
+    from fastasr.shards.writer import ShardOptions
+
+    rng = np.random.default_rng(0)
+    dest = out / f"index-{rows}"
+    dest.mkdir(parents=True, exist_ok=True)
+    shards, durations, left = [], {}, rows
+    counters = {"train": 0, "val": 0, "test": 0}
+    while left > 0:
+        n = min(per_shard, left)
+        split = ("train", "train", "train", "val", "test")[len(shards) % 5]
+        path = f"{split}/shard-{counters[split]:06d}.tar"
+        counters[split] += 1
+        values = np.round(rng.uniform(0.5, 20.0, n), 3).tolist()
+        shards.append({"path": path, "samples": n, "seconds": sum(values)})
+        durations[path] = values
+        left -= n
+    index = build_index(ShardOptions().settings(), shards, [], rows, rows)
+    index["text"]["alphabet"] = "абвгдежзийклмнопрстуфхцчшщъыьэюя "
+    write_durations(dest, index, durations)
+    atomic_write(dest / "index.json", json.dumps(index, ensure_ascii=False, indent=1))
+    print(f"wrote {dest}: {len(shards)} shards, {rows} samples")
+    return dest
+
+
+PATH_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import fastasr.data.loader, fastasr.shards.foreign  # the imports are the baseline
+sys.path.insert(0, sys.argv[1] + "/tools")
+from openstt_scale import run_path
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+result = run_path(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
+wall = time.perf_counter() - t
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print("RESULT " + json.dumps({**result, "wall_s": round(wall, 2), "peak_rss_above_imports_mb": round(peak, 1)}))
+"""
+
+
+def _spec(dest: str, rank: int = 0, world: int = WORLD, **kw):
+    from fastasr.data.loader import build_loader
+
+    loader = build_loader(dest, "train", max_batch_seconds=200.0, num_workers=WORKERS, rank=rank, world_size=world,
+                          seed=3, **kw)
+    return loader.spec
+
+
+def run_path(path: str, dest: str, args: dict) -> dict:
+    """One metadata path on the index at `dest` (in a child process of measure_paths)."""
+    from fastasr.data.durations import durations_table
+    from fastasr.data.reader import make_handler, planned_batches
+
+    if path == "table":
+        table = durations_table(f"{dest}/durations-train.json")
+        return {"path": path, "shards": len(table.shards)}
+    if path == "epoch_plan":
+        spec = _spec(dest)
+        batches = samples = 0
+        for planned in planned_batches(spec, 0, 0, handler=make_handler(spec, quiet=True), audio=False):
+            batches, samples = batches + 1, samples + len(planned.samples)
+        return {"path": path, "batches": batches, "samples": samples}
+    if path == "rank_plan":
+        spec = _spec(dest)
+        batches = sum(1 for role in range(WORKERS)
+                      for _ in planned_batches(spec, role, 0, handler=make_handler(spec, quiet=True), audio=False))
+        return {"path": path, "batches": batches}
+    if path == "resume":
+        from fastasr.data.resume import plan_resume
+
+        spec = _spec(dest)
+        plan = plan_resume(spec, 0, args["skip_batches"], infinite=False)
+        return {"path": path, "skipped_batches": sum(plan.skipped_batches.values())}
+    if path == "reshard":
+        from fastasr.data.resume import continue_elsewhere
+
+        spec = _spec(dest, world=WORLD // 2)
+        state = {"world": WORLD, "workers": WORKERS, "exclude": {}}
+        positions = [{"epoch": 0, "batches": args["skip_batches"]}] * WORLD
+        epoch, exclude, delivered = continue_elsewhere(spec, state, positions, infinite=False)
+        return {"path": path, "epoch": epoch, "delivered": delivered}
+    if path == "stats":
+        from fastasr.shards.stats import compute_stats
+
+        return {"path": path, "samples": compute_stats(dest, durations_only=True)["all"]["samples"]}
+    if path == "index_merge":
+        import tempfile
+
+        from fastasr.shards.foreign import _combine, _write, split_entry
+        from fastasr.shards.scan import ShardScan
+        from fastasr.text.normalization import TextConfig
+
+        table = durations_table(f"{dest}/durations-train.json")
+        scans = []
+        for shard in table.shards:  # what the indexing workers hand back: one scan per shard
+            scans.append(ShardScan(f"file:///{shard}", shard, table.shards[shard]))
+        with tempfile.TemporaryDirectory() as out:
+            index = _combine(None, "train", split_entry("train", scans), TextConfig(), "txt")
+            _write(Path(out), index, "train", scans, None)
+        return {"path": path, "samples": index["totals"]["samples"]}
+    raise ValueError(f"unknown path {path!r}")
+
+
+def measure_paths(dest: Path, skip_reshard: bool = False) -> list[dict]:
+    results = []
+    for path in ("table", "epoch_plan", "rank_plan", "resume", "reshard", "stats", "index_merge"):
+        if path == "reshard" and skip_reshard:
+            continue
+        args = {}
+        if path in ("resume", "reshard"):  # 90 % of the rank's batches in the epoch
+            args["skip_batches"] = int(DONE * results[2]["batches"])
+        done = subprocess.run([sys.executable, "-c", PATH_CHILD, str(ROOT), path, str(dest), json.dumps(args)],
+                              capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if not lines:
+            raise SystemExit(f"path {path} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(lines[-1][len("RESULT "):]))
+        print(json.dumps(results[-1]), flush=True)
+    return results
 
 
 def main() -> int:
@@ -143,11 +287,21 @@ def main() -> int:
     p.add_argument("--manifest", type=int, default=None, metavar="ROWS")
     p.add_argument("--measure-shard", type=int, default=None, metavar="ROWS")
     p.add_argument("--part", default="1/1000")
+    p.add_argument("--group-by", default=None, help="with --measure-shard: the shard command's --group-by")
+    p.add_argument("--index", type=int, default=None, metavar="ROWS")
+    p.add_argument("--measure-paths", action="store_true")
+    p.add_argument("--skip-reshard", action="store_true")
     args = p.parse_args()
+    if args.index:
+        dest = args.dir / f"index-{args.index}"
+        if not (dest / "index.json").exists():
+            write_index(args.dir, args.index, args.per_shard)
+        if args.measure_paths:
+            measure_paths(dest, args.skip_reshard)
     if args.manifest:
         write_manifest(args.dir, args.manifest)
     if args.measure_shard:
-        print(json.dumps(measure_shard(args.dir, args.measure_shard, args.part)))
+        print(json.dumps(measure_shard(args.dir, args.measure_shard, args.part, args.group_by)))
     if args.samples:
         write(args.dir, args.samples, args.per_shard)
     if args.measure:

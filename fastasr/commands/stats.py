@@ -13,6 +13,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="shard directory (with index.json) or its index.json")
     parser.add_argument("--plots", metavar="DIR", help="write duration_vs_words.png and duration_hist.png here")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-' for stdout)")
+    parser.add_argument("--durations-only", action="store_true",
+                        help="counts, hours and duration percentiles from index.json and the durations tables "
+                             "alone: no shard is opened (seconds at Open STT scale); no words, speaking rates or "
+                             "groups")
     add_reach_flags(parser)
 
 
@@ -25,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = compute_stats(args.path, args.plots, allow_pipe=args.allow_pipe,
-                                allow_foreign_paths=args.allow_foreign_paths)
+                                allow_foreign_paths=args.allow_foreign_paths, durations_only=args.durations_only)
     except (OSError, tarfile.TarError, KeyError, ValueError) as err:
         print(f"fastasr stats: error: {err}", file=sys.stderr)
         return 1

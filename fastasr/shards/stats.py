@@ -1,7 +1,9 @@
 """Statistics of a shard directory: counts, hours, duration and speaking-rate percentiles, rejects, plots.
 
 Everything comes from index.json, the durations tables and the shards' `.json`/`.txt` members; audio members are
-skipped over unread (no decode), so stats over a whole corpus cost about as much as reading the tar headers. The
+skipped over unread (no decode), so stats over a whole corpus cost about as much as reading the tar headers;
+with `--durations-only` (collect_durations) they come from index.json and the durations tables alone, no shard
+opened: seconds for Open STT's 16.5 M samples, without the transcripts' numbers (words, speaking rates, groups). The
 shards may be remote (fastasr.sources) or another tool's (indexed by `fastasr index`).
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 from fastasr import sources
 from fastasr.corpus.checks import chars_per_second
 from fastasr.corpus.split import SPLITS
+from fastasr.errors import UserError
 from fastasr.shards.index import Reach, open_index, read_durations_table
 from fastasr.shards.scan import raw_transcript, refuse_member, split_name
 from fastasr.text.normalization import TextConfig, normalize
@@ -111,27 +114,61 @@ def collect(root, index: dict, reach: Reach | None = None) -> dict[str, SplitSta
     return out
 
 
-def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
+def collect_durations(root, index: dict, reach: Reach | None = None) -> dict[str, SplitStats]:
+    """Every split's durations from its durations table alone, no shard opened: seconds at Open STT scale (a
+    mapped binary table is sliced, not turned into Python floats). Null entries (unusable samples) are left out,
+    as the loader leaves them out. A split without a table (an index written before them) is a UserError."""
+    from fastasr.shards.durations_bin import read_binary
+
+    reach, out = reach or Reach(), {}
+    for split in [s for s in SPLITS if s in index["splits"]]:
+        entry = index["splits"][split]
+        if not entry.get("durations"):
+            raise UserError(f"split {split!r} of the index has no durations table (written before fastasr kept "
+                            "them): run `fastasr stats` without --durations-only")
+        url = reach.resolve(root, entry["durations"], f"splits.{split}.durations")
+        mapped = None if sources.is_remote(url) else read_binary(Path(url[len("file://"):] if url.startswith(
+            "file://") else url))
+        paths = [shard["path"] for shard in entry.get("shards", [])]
+        if mapped is not None:
+            parts = [mapped.values[start:start + n] for start, n in (mapped.spans[p] for p in paths
+                                                                       if p in mapped.spans)]
+            values = np.concatenate(parts) if parts else np.zeros(0)
+            values = values[~np.isnan(values)]
+            if not ((values >= 0) & np.isfinite(values)).all():
+                raise UserError(f"{sources.describe(url)}: durations that are not seconds >= 0")
+        else:
+            table = read_durations_table(url)
+            values = np.array([v for p in paths for v in table.get(p, []) if v is not None], dtype=np.float64)
+        out[split] = SplitStats(durations=values)
+    return out
+
+
+def summarize(index: dict, per_split: dict[str, SplitStats], transcripts: bool = True) -> dict:
     """A JSON-able summary: per split and overall counts, hours and percentiles; rejects by reason; with
-    `--group-by`, the rule and the groups per split (of the samples in the shards; a sample without a group is one)."""
-    grouped = index.get("group_by") is not None
+    `--group-by`, the rule and the groups per split (of the samples in the shards; a sample without a group is one).
+    transcripts=False (collect_durations): durations only, no words, speaking rates or groups."""
+    grouped = index.get("group_by") is not None and transcripts
 
     def block(st: SplitStats) -> dict:
         d = np.asarray(st.durations, dtype=np.float64)
         c = np.asarray(st.cps, dtype=np.float64)
-        res = {"samples": int(d.size), "hours": float(d.sum() / 3600), "words": int(sum(st.words))}
+        res = {"samples": int(d.size), "hours": float(d.sum() / 3600)}
+        if transcripts:
+            res["words"] = int(sum(st.words))
         if grouped:
             res["groups"] = len(st.groups)
         if d.size:
             res["duration_percentiles"] = _percentiles(d, 3)
-            res["cps_percentiles"] = _percentiles(c, 2)
+            if transcripts:
+                res["cps_percentiles"] = _percentiles(c, 2)
         if st.skipped:  # samples the loader would refuse from their tar headers (sparse or oversized members)
             res["skipped_in_shards"] = dict(sorted(st.skipped.items()))
         return res
 
-    everything = SplitStats()
+    everything = SplitStats(durations=np.concatenate([np.asarray(st.durations, dtype=np.float64)
+                                                      for st in per_split.values()] or [np.zeros(0)]))
     for st in per_split.values():
-        everything.durations += st.durations
         everything.words += st.words
         everything.skipped += st.skipped
         everything.cps += st.cps
@@ -144,6 +181,7 @@ def summarize(index: dict, per_split: dict[str, SplitStats]) -> dict:
         "rejected": index["rejected"],
         "seed_rule": index.get("seed_rule"),
         "group_by": index.get("group_by"),
+        "transcripts": transcripts,
     }
 
 
@@ -157,11 +195,15 @@ def format_table(summary: dict) -> str:
     for name, b in [*summary["splits"].items(), ("all", summary["all"])]:
         row = f"{name:<7}{b['samples']:>9}{b['hours']:>9.3f}"
         if b["samples"]:
-            dp, cp = b["duration_percentiles"], b["cps_percentiles"]
+            dp = b["duration_percentiles"]
             row += f"{dp['p5']:>8.2f}{dp['p50']:>7.2f}{dp['p95']:>7.2f}{dp['p100']:>7.2f}"
-            row += f"{cp['p5']:>8.1f}{cp['p50']:>7.1f}{cp['p95']:>7.1f}"
+            if "cps_percentiles" in b:
+                cp = b["cps_percentiles"]
+                row += f"{cp['p5']:>8.1f}{cp['p50']:>7.1f}{cp['p95']:>7.1f}"
         lines.append(row)
-    if summary.get("group_by") is not None:
+    if not summary.get("transcripts", True):
+        lines.append("durations only (from the durations tables; no transcript read): no speaking rates or groups")
+    if summary.get("group_by") is not None and "groups" in summary["all"]:
         per = ", ".join(f"{name} {b['groups']}" for name, b in summary["splits"].items())
         lines.append(f"groups (--group-by {summary['group_by']}) of the samples in the shards: {per}; all "
                      f"{summary['all']['groups']} (index.json counts them as planned, rejected rows included)")
@@ -239,13 +281,16 @@ def _bounds(ax, filters: dict, top: float | None = None) -> None:
 
 
 def compute_stats(path: str | Path, plots_dir: str | Path | None = None, *, allow_pipe: bool = False,
-                  allow_foreign_paths: bool = False) -> dict:
+                  allow_foreign_paths: bool = False, durations_only: bool = False) -> dict:
     """The summary of the shard directory (or URL prefix, or index.json) `path`; allow_pipe, allow_foreign_paths:
-    the opt-ins of an index read from a URL (shards.index.Reach)."""
+    the opt-ins of an index read from a URL (shards.index.Reach). durations_only: from index.json and the
+    durations tables alone (collect_durations), no shard read."""
+    if durations_only and plots_dir is not None:
+        raise UserError("--plots draws words against durations, which needs the transcripts: drop --durations-only")
     reach = Reach(allow_pipe=allow_pipe, allow_foreign_paths=allow_foreign_paths)
     root, index = load_index(path, reach)
-    per_split = collect(root, index, reach)
-    summary = summarize(index, per_split)
+    per_split = (collect_durations if durations_only else collect)(root, index, reach)
+    summary = summarize(index, per_split, transcripts=not durations_only)
     if plots_dir is not None:
         filters = (index.get("settings") or {}).get("filters")
         summary["plots"] = [str(p) for p in plot(per_split, Path(plots_dir), filters if isinstance(filters, dict)
