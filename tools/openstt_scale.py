@@ -150,6 +150,13 @@ def measure_shard(out: Path, rows: int, part: str, group_by: str | None = None) 
             round(int(kb) / 1024, 1)}
 
 
+def measure_table(table: Path) -> list[dict]:
+    """The durations table at `table` loaded each way (the JSON parsed, the binary twin mapped), a process each."""
+    return [json.loads(subprocess.run([sys.executable, "-c", CHILD, str(table), mode, str(ROOT)],
+                                      capture_output=True, text=True, check=True).stdout)
+            for mode in ("json", "binary")]
+
+
 WORLD, WORKERS, DONE = 8, 6, 0.9  # the node the paths are measured for, and how deep into the epoch a resume is
 
 
@@ -188,11 +195,16 @@ sys.path.insert(0, sys.argv[1])
 import fastasr.data.loader, fastasr.shards.foreign  # the imports are the baseline
 sys.path.insert(0, sys.argv[1] + "/tools")
 from openstt_scale import run_path
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak RSS (VmHWM) starts again from now: the imports' own peak is not the path's
+base = status_kb("VmRSS:")
 t = time.perf_counter()
 result = run_path(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
 wall = time.perf_counter() - t
-peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+peak = (status_kb("VmHWM:") - base) / 1024
 print("RESULT " + json.dumps({**result, "wall_s": round(wall, 2), "peak_rss_above_imports_mb": round(peak, 1)}))
 """
 
@@ -305,10 +317,8 @@ def main() -> int:
     if args.samples:
         write(args.dir, args.samples, args.per_shard)
     if args.measure:
-        for mode in ("json", "binary"):
-            done = subprocess.run([sys.executable, "-c", CHILD, str(args.dir / "durations-train.json"), mode,
-                                   str(ROOT)], capture_output=True, text=True, check=True)
-            print(json.dumps({"samples": args.samples, **json.loads(done.stdout)}))
+        for result in measure_table(args.dir / "durations-train.json"):
+            print(json.dumps({"samples": args.samples, **result}))
     return 0
 
 

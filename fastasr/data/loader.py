@@ -96,7 +96,7 @@ class ShardStream(IterableDataset):
         pieces = pieces_for(list(spec.shards), epoch=epoch, seed=spec.seed, shuffle=spec.shuffle, rank=spec.rank,
                             world_size=spec.world_size, role=role, workers=spec.workers)
         excluded = dict(spec.exclude).get(epoch, {})
-        skip = skip | {(shard, o) for shard, ordinals in excluded.items() for o in ordinals}
+        skip = skip | {(p.path, o) for p in pieces for o in excluded.get(p.path, ())}  # its own shards' only
         return SampleFetcher(spec, pieces, durations_table(spec.durations), skip, handler=handler)
 
 

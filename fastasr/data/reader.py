@@ -46,7 +46,7 @@ class LoaderSpec:
     on_error: str  # "skip" (warn, count, go on) or "raise"
     fmt: SampleFormat = OWN_SHARDS  # own shards, or foreign ones indexed by `fastasr index`
     durations: str | None = None  # the split's durations table: plans without opening shards (None: tar headers)
-    exclude: tuple = ()  # ((epoch, {shard: frozenset(ordinals)}), …): delivered before a resume under another world
+    exclude: tuple = ()  # ((epoch, {shard: resume.Ordinals}), …): delivered before a resume under another world
     speed_perturb: tuple[float, ...] = ()  # speed factors drawn per sample and epoch; () or (1.0,): off
     waveform: str = "peak_preemphasis"  # how decoded audio is conditioned for the model (fastasr.audio.files.WAVEFORMS)
 

@@ -17,8 +17,11 @@ unreadable since the save makes it approximate (its samples count as not deliver
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from .reader import make_handler, reader_items
 from .sample import EpochEnd
@@ -62,9 +65,46 @@ def plan_resume(spec, epoch: int, skip_batches: int, infinite: bool, seen=None) 
     return ResumePlan(roles, consumed, skipped, current)
 
 
+class Ordinals:
+    """A frozen set of one shard's sample ordinals as a bitmap (bit i: ordinal i): 125 bytes for a shard of 1,000
+    samples, where a frozenset of them is ~40 KB. A run resharded deep into an epoch excludes most of it, and the
+    exclusions travel in every reader's spec: at Open STT's 16.5 M samples ~2 MB of bitmaps instead of ~1 GB."""
+
+    __slots__ = ("bits", "count")
+
+    def __init__(self, ordinals=()):
+        values = np.fromiter((int(o) for o in ordinals), dtype=np.int64)
+        if values.size and values.min() < 0:
+            raise ValueError(f"sample ordinals are ≥ 0, got {int(values.min())}")
+        present = np.zeros(int(values.max()) + 1 if values.size else 0, dtype=bool)
+        present[values] = True
+        self.bits = np.packbits(present, bitorder="little").tobytes()
+        self.count = int(present.sum())
+
+    def __contains__(self, i) -> bool:
+        return 0 <= i < 8 * len(self.bits) and bool(self.bits[i >> 3] >> (i & 7) & 1)
+
+    def __iter__(self):
+        bits = np.unpackbits(np.frombuffer(self.bits, dtype=np.uint8), bitorder="little")
+        return iter(np.flatnonzero(bits).tolist())
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __eq__(self, other) -> bool:
+        return set(self) == set(other) if isinstance(other, (Ordinals, set, frozenset)) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.bits.rstrip(b"\0"))
+
+    def __repr__(self) -> str:
+        return f"Ordinals({len(self)} samples)"
+
+
 def exclusions(exclude) -> tuple:
-    """{epoch: {shard: ordinals}} as the spec holds it (hashable, picklable, one frozenset per shard)."""
-    return tuple(sorted((int(e), {k: frozenset(v) for k, v in shards.items()}) for e, shards in (exclude or {}).items()))
+    """{epoch: {shard: ordinals}} as the spec holds it (hashable, picklable, one Ordinals bitmap per shard)."""
+    return tuple(sorted((int(e), {k: v if isinstance(v, Ordinals) else Ordinals(v) for k, v in shards.items()})
+                        for e, shards in (exclude or {}).items()))
 
 
 def stream_state(spec) -> dict:
@@ -77,14 +117,14 @@ def continue_elsewhere(spec, state: dict, positions: list[dict], infinite: bool 
     """(epoch to start at, exclusions {epoch: {shard: ordinals}}, samples already delivered) for a run under
     spec.world_size continuing one of state["world"] ranks that had delivered positions[r]["batches"] batches
     from positions[r]["epoch"] each."""
-    old_exclude = {int(e): {k: set(v) for k, v in shards.items()} for e, shards in state.get("exclude", {}).items()}
-    delivered: dict[int, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    old_exclude = {int(e): {k: Ordinals(v) for k, v in shards.items()} for e, shards in state.get("exclude", {}).items()}
+    delivered: dict[int, dict[str, array]] = defaultdict(lambda: defaultdict(lambda: array("q")))
     count = [0]
 
-    def seen(planned) -> None:
+    def seen(planned) -> None:  # ordinals in arrays (8 bytes each, not a set entry): 16.5 M of them fit
         for s in planned.samples:
-            delivered[planned.epoch][s.shard].add(s.ordinal)
-            count[0] += 1
+            delivered[planned.epoch][s.shard].append(s.ordinal)
+        count[0] += len(planned.samples)
 
     current = []
     for r, pos in enumerate(positions):
@@ -92,12 +132,10 @@ def continue_elsewhere(spec, state: dict, positions: list[dict], infinite: bool 
                       exclude=exclusions(old_exclude))
         current += plan_resume(old, int(pos["epoch"]), int(pos["batches"]), infinite, seen=seen).epochs
     start = min(current) if current else 0
-    exclude: dict[int, dict[str, set]] = {}
+    exclude: dict[int, dict[str, Ordinals]] = {}
     for e in sorted(set(old_exclude) | set(delivered)):
         if e < start:
             continue
-        shards = {k: set(v) for k, v in old_exclude.get(e, {}).items()}
-        for k, v in delivered.get(e, {}).items():
-            shards.setdefault(k, set()).update(v)
-        exclude[e] = shards
+        old, new = old_exclude.get(e, {}), delivered.get(e, {})
+        exclude[e] = {k: Ordinals([*old.get(k, ()), *new.get(k, ())]) for k in {*old, *new}}
     return start, exclude, count[0]

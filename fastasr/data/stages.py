@@ -10,7 +10,7 @@ import io
 import json
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +36,7 @@ Handler = Callable[[BaseException, "str | None", str], None]
 
 def read_groups(pieces: Iterable[Piece], *, root: str, handler: Handler, audio: bool = True,
                 expected: dict[str, int] | None = None,
-                exclude: dict[str, frozenset[int]] | None = None) -> Iterator[TarGroup]:
+                exclude: dict[str, Collection[int]] | None = None) -> Iterator[TarGroup]:
     """Stream each piece's shard and yield the KEY groups of its part (members of a KEY are adjacent in the tar).
 
     Shards open through fastasr.sources (local, pipe:, http(s), s3, gs, …) relative to `root`, the index's
@@ -61,7 +61,7 @@ def read_groups(pieces: Iterable[Piece], *, root: str, handler: Handler, audio: 
                     "read_tar")
 
 
-def _groups_of(piece: Piece, root: str, audio: bool, excluded: frozenset[int]):
+def _groups_of(piece: Piece, root: str, audio: bool, excluded: Collection[int]):
     """Yields the part's TarGroups; returns how many KEY groups the shard held. A member is read only once its
     header passed refuse_member (a group with a refused member carries the refusal, for parse_text to raise);
     members nothing reads (another extension) and audio in metadata mode become b"" unread."""
@@ -178,7 +178,7 @@ def _transcript(group: TarGroup, meta: dict | None, fmt: SampleFormat) -> str:
         raise SampleError(exc.reason, exc.detail) from None
 
 
-def table_samples(pieces: Iterable[Piece], table, *, exclude: dict[str, frozenset[int]] | None = None
+def table_samples(pieces: Iterable[Piece], table, *, exclude: dict[str, Collection[int]] | None = None
                   ) -> Iterator[Sample]:
     """The samples of `pieces` as planning sees them, from the durations table alone (no shard opened): the same
     sequence read_groups + parse_sample give for intact shards, without text, tokens or audio. Unusable samples

@@ -7,6 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 from data_shards import make_utts, write_shards
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastasr import sources
 from fastasr.data import build_loader
@@ -152,3 +154,17 @@ def test_speed_perturbed_budget_counts_the_new_durations(dirs):
         longest = float(b.audio_lens.max()) / 16000
         assert len(b) * longest <= KW["max_batch_seconds"] + 1e-3
     assert np.isfinite(longest)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2100), max_size=60))
+def test_ordinals_bitmap_is_the_set(ordinals):
+    """The exclusions' bitmap against a Python set of the same ordinals: membership, iteration, size, equality."""
+    import pickle
+
+    from fastasr.data.resume import Ordinals
+
+    got, want = Ordinals(ordinals), set(ordinals)
+    assert list(got) == sorted(want) and len(got) == len(want) and got == want
+    assert all((i in got) == (i in want) for i in range(-3, 2110))
+    assert pickle.loads(pickle.dumps(got)) == got and hash(Ordinals(sorted(want))) == hash(got)
