@@ -27,6 +27,8 @@ decode in the skipped part, resume skips one delivered batch fewer (the plan cou
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -45,7 +47,7 @@ from fastasr.text.tokenizer import CharTokenizer
 
 from .bucketing import DurationBuckets, PaddedSecondsBudget, geometric_edges
 from .distributed import pieces_for, resolve_world
-from .durations import durations_table, table_url
+from .durations import durations_table, node_copy, table_url
 from .epochs import EpochTally
 from .errors import SampleError, SkipAndCount
 from .fetch import SampleFetcher, filled
@@ -249,6 +251,10 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         raise ValueError(f"speed_perturb factors must lie in [0.5, 2], got {speed_perturb}")
     rank, world_size = resolve_world(rank, world_size)
     entry = index["splits"][split]
+    durations = _node_table(table_url(root, entry, reach), split, index)
+    fmt = sample_format(index, root, split, reach)
+    if fmt.durations is not None:  # another tool's shards: their durations from the same (node's) table
+        fmt = replace(fmt, durations=durations)
     spec = LoaderSpec(
         root=root,
         split=split,
@@ -267,8 +273,8 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         min_duration=min_duration,
         max_duration=max_duration,
         on_error=on_error,
-        fmt=sample_format(index, root, split, reach),
-        durations=table_url(root, entry, reach),
+        fmt=fmt,
+        durations=durations,
         exclude=exclusions(exclude),
         speed_perturb=tuple(float(f) for f in speed_perturb),
         waveform=waveform,
@@ -288,6 +294,14 @@ def build_loader(source, split: str = "train", *, max_batch_seconds: float, num_
         pin_memory = torch.cuda.is_available()
     return Loader(spec, num_workers=num_workers, epoch=epoch, skip_batches=skip_batches, infinite=infinite,
                   pin_memory=pin_memory, prefetch_factor=prefetch_factor)
+
+
+def _node_table(url: str | None, split: str, index: dict) -> str | None:
+    """A remote durations table as the node's local copy (durations.node_copy), versioned by the index's digest."""
+    if url is None or not sources.is_remote(url):
+        return url
+    digest = hashlib.sha256(json.dumps(index, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return node_copy(url, split, digest.hexdigest())
 
 
 def _log_fetches(spec: LoaderSpec) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 
 import pytest
@@ -142,3 +143,40 @@ def test_s3_compatible_server(shards, utts, monkeypatch):
         server.stop()
     assert sorted(remote) == sorted(u.key for u in utts)
     assert all(torch.equal(remote[k], local[k]) for k in local)
+
+
+def test_a_remote_table_is_fetched_once_per_node(shards, tmp_path, monkeypatch):
+    """Every build_loader on a node maps one local copy of a remote durations table instead of each reader parsing
+    the JSON: fetched by the first, then read from the cache; the plan is the local table's; a rewritten index gets
+    a copy of its own."""
+    from fastasr.data.durations import durations_table
+
+    monkeypatch.setenv("FASTASR_CACHE_DIR", str(tmp_path / "cache"))
+    local = [b.keys for b in build_loader(shards, num_workers=2, **KW)]
+    with ShardServer(shards) as server:
+        loader = build_loader(server.url, num_workers=2, **KW)
+        copy = loader.spec.durations
+        assert copy.startswith(str(tmp_path / "cache")) and hasattr(durations_table(copy).shards, "value")
+        assert [b.keys for b in loader] == local
+        assert server.requests["durations-train.json"] == 1
+        again = build_loader(server.url, num_workers=0, **KW)
+        assert again.spec.durations == copy and server.requests["durations-train.json"] == 1
+        index = json.loads((shards / "index.json").read_text())
+        index["note"] = "written again"
+        served = tmp_path / "served"
+        shutil.copytree(shards, served)
+        (served / "index.json").write_text(json.dumps(index))
+    with ShardServer(served) as server:
+        assert build_loader(server.url, num_workers=0, **KW).spec.durations != copy
+        assert server.requests["durations-train.json"] == 1
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_the_remote_table(shards, tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("FASTASR_CACHE_DIR", str(blocked))
+    local = [b.keys for b in build_loader(shards, num_workers=0, **KW)]
+    with ShardServer(shards) as server, caplog.at_level(logging.WARNING, logger="fastasr.data"):
+        loader = build_loader(server.url, num_workers=0, **KW)
+        assert loader.spec.durations.startswith(server.url) and [b.keys for b in loader] == local
+    assert "cannot keep a node copy" in caplog.text
