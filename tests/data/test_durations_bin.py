@@ -78,3 +78,19 @@ def test_a_rewritten_json_table_is_read_as_json(built, tmp_path):
     np.save(npy, values)
     with pytest.raises(UserError, match="not seconds >= 0"):
         read_binary(path)[first]
+
+
+def test_an_index_written_before_the_twin_still_trains(tmp_path):
+    """An index with JSON tables only (as fastasr wrote them before the twin) trains: the loader reads the JSON."""
+    from asr_helpers import make_config, make_shards
+
+    from fastasr.training.loop import train
+
+    shards = tmp_path / "shards"
+    make_shards(shards)
+    for table in shards.glob("durations-*.json"):
+        for p in bin_paths(table):
+            p.unlink(missing_ok=True)
+        assert read_binary(table) is None
+    result = train(shards, tmp_path / "run", make_config(max_steps=2, ckpt_every=2))
+    assert result["steps"] == 2 and (tmp_path / "run" / "last.pt").exists()
