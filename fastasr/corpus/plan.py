@@ -50,11 +50,11 @@ def plan_rows(rows: Sequence[Row], seed: int, fractions: dict[str, float], shard
               rule: GroupRule | None = None, text: TextConfig = DEFAULT_TEXT) -> Plan:
     n = len(rows)
     early: list[tuple[int, Reject]] = []  # (row, reject) in listing order
-    usable = array("q")  # rows that get a key
+    usable = array("i" if n < 2**31 else "q")  # rows that get a key
     heads: dict[str, int] = {}  # a key's directory → its number, in order of appearance
     head_of = array("i")
     names, name_ends = bytearray(), array("q")
-    digests = bytearray()  # each usable row's split digest (no --group-by)
+    digests, codes = bytearray(), []  # each usable row's split digest (no --group-by), as split codes per chunk
     segments = array("q")
     for i, (key, segment) in enumerate(_keys(rows)):
         if key is None:
@@ -70,10 +70,16 @@ def plan_rows(rows: Sequence[Row], seed: int, fractions: dict[str, float], shard
         name_ends.append(len(names))
         if rule is None:
             digests += split_digest(key, seed)
+            if len(digests) >= 8 * _CHUNK:
+                codes.append(split_codes(bytes(digests), fractions))
+                digests.clear()
         usable.append(i)
         if segment:
             segments.append(i)
-    usable_rows = np.frombuffer(usable, dtype=np.int64) if len(usable) else np.zeros(0, np.int64)
+    if rule is None:
+        codes.append(split_codes(bytes(digests), fractions))
+        del digests
+    usable_rows = np.frombuffer(usable, dtype=np.dtype(usable.typecode)) if len(usable) else np.zeros(0, np.int64)
     keys = _SortKeys(list(heads), np.frombuffer(head_of, np.int32) if len(head_of) else np.zeros(0, np.int32),
                      names, np.frombuffer(name_ends, np.int64) if len(name_ends) else np.zeros(0, np.int64))
     del heads, head_of, names, name_ends
@@ -98,8 +104,8 @@ def plan_rows(rows: Sequence[Row], seed: int, fractions: dict[str, float], shard
 
     if rule is None:
         split_of = np.full(n, -1, dtype=np.int8)
-        split_of[usable_rows] = split_codes(bytes(digests), fractions)
-        del digests
+        split_of[usable_rows] = np.concatenate(codes)
+        del codes
         counts = {s: int(c) for s, c in zip(SPLITS, np.bincount(split_of[kept], minlength=len(SPLITS)))}
     else:
         split_of, counts = _group_splits(rows, kept, seed, fractions, rule, text)
@@ -142,6 +148,8 @@ class _SortKeys:
             rank = np.zeros(n, np.int32)
         lengths = np.diff(self.ends, prepend=0)
         width = int(min(lengths.max(initial=1), max(8, _SORT_BYTES // n)))
+        long = lengths > width  # names the cut shortens
+        del lengths
         cut = np.zeros(n, dtype=f"S{max(width, 1)}")  # NUL-padded: no key holds a NUL, so it sorts as the keys do
         start = 0
         for j, end in enumerate(self.ends.tolist()):
@@ -154,7 +162,6 @@ class _SortKeys:
             window = order[a - 1 : min(n, a + _CHUNK)]
             same[a : a + len(window) - 1] = (cut[window[1:]] == cut[window[:-1]]) & (rank[window[1:]] == rank[window[:-1]])
         del cut
-        long = lengths > width
         if not long.any():
             return order, same
         repeat = same.copy()  # names that fit whole: the same cut is the same name
