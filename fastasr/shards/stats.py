@@ -127,8 +127,7 @@ def collect_durations(root, index: dict, reach: Reach | None = None) -> dict[str
             raise UserError(f"split {split!r} of the index has no durations table (written before fastasr kept "
                             "them): run `fastasr stats` without --durations-only")
         url = reach.resolve(root, entry["durations"], f"splits.{split}.durations")
-        mapped = None if sources.is_remote(url) else read_binary(Path(url[len("file://"):] if url.startswith(
-            "file://") else url))
+        mapped = None if sources.is_remote(url) else read_binary(Path(sources._local(url)))
         paths = [shard["path"] for shard in entry.get("shards", [])]
         if mapped is not None:
             parts = [mapped.values[start:start + n] for start, n in (mapped.spans[p] for p in paths
