@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 from unittest import mock
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fastasr.corpus.checks import Reject
@@ -18,6 +19,7 @@ from fastasr.corpus.plan import plan_rows
 from fastasr.corpus.rows import Row, make_key, outside_keys_relative
 from fastasr.corpus.segments import overlapping
 from fastasr.corpus.split import SPLITS, assign_split, parse_fractions, split_codes, split_digest
+from fastasr.errors import UserError
 
 names = st.sampled_from(["a", "b", "b.c", "d%e", "ё", "z", "Яблоко", "x\udcff", ".h", "n" * 40, "n" * 41])
 # directories: ones no other is a prefix of (keys sort as (directory, name)), and as a draw may add, nested ones and
@@ -64,7 +66,10 @@ def reference_plan(rows, seed, fractions, shard_size, rule):
     overlaps = overlapping(rows, candidates)
     pre += [Reject(rows[i].label, "segment_overlap", overlaps[i]) for i in sorted(overlaps)]
     by_split, members = {s: [] for s in SPLITS}, {s: set() for s in SPLITS}
-    for i in (i for i in candidates if i not in overlaps):
+    kept = [i for i in candidates if i not in overlaps]
+    if rule and kept and all(group_of(rows[i], rule, None) is None for i in kept):
+        raise UserError("no row of SOURCE has a group")  # as the plain planner refused: a rule that groups nothing
+    for i in kept:
         group = group_of(rows[i], rule, None) if rule else None
         split = assign_split(rows[i].key if group is None else group, seed, fractions)
         by_split[split].append((rows[i].key, i))
@@ -82,6 +87,8 @@ def label_hash(rows):
 
 
 @settings(max_examples=400, deadline=None)
+@example(listing=[Row("a.opus", "/elsewhere/a.opus", "/elsewhere/a.txt")], seed=0, shard_size=1, rule=r"^(s\d)",
+         parts="0.6,0.2,0.2", sort_bytes=1)  # a rule that groups no row: refused by both
 @given(listing=rows(), seed=st.integers(0, 99), shard_size=st.integers(1, 5),
        rule=st.sampled_from([None, "dir", "recording", r"^(s\d)"]),
        parts=st.sampled_from(["0.6,0.2,0.2", "1,0,0", "0.2,0.3,0.5"]), sort_bytes=st.sampled_from([1, 512 << 20]))
@@ -90,9 +97,15 @@ def test_the_plan_is_the_plain_planners(listing, seed, shard_size, rule, parts, 
     full name."""
     fractions, rule = parse_fractions(parts), parse_group_by(rule)
     packed = Listing(listing)
+    try:
+        shards, pre, counts = reference_plan(listing, seed, fractions, shard_size, rule)
+    except UserError:
+        with mock.patch.object(plan_module, "_SORT_BYTES", sort_bytes), \
+                pytest.raises(UserError, match="no row of SOURCE has a group"):
+            plan_rows(packed, seed, fractions, shard_size, rule)
+        return
     with mock.patch.object(plan_module, "_SORT_BYTES", sort_bytes):
         plan = plan_rows(packed, seed, fractions, shard_size, rule)
-    shards, pre, counts = reference_plan(listing, seed, fractions, shard_size, rule)
     assert [(p.split, p.number, [int(i) for i in p.rows]) for p in plan.shards] == shards
     assert plan.pre_rejects == pre
     assert plan.group_counts == counts
